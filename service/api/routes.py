@@ -1,0 +1,110 @@
+"""HTTP routes: thin wrappers that parse, delegate and answer.
+
+    POST /v1/score     grades (service.api.serving)
+    GET  /health/live  the process answers
+    GET  /health/ready the model is loaded and warmed (503 before)
+    GET  /metrics      Prometheus text
+    GET  /info         model, label set, limits
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel
+
+from service.api.auth import require_api_key
+from service.api.body import read_json
+from service.api.errors import NotReady
+from service.api.schemas import InfoResponse, LabelInfo, LimitsInfo, ScoreRequest, ScoreResponse
+from service.api.serving import ready_engine, serve_score
+from service.metrics import CONTENT_TYPE
+from service.runtime import ServiceRuntime
+
+router = APIRouter()
+
+
+
+def _inline_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """The model's JSON schema with its $defs inlined (the body is parsed by hand, not by FastAPI)."""
+    schema = model.model_json_schema()
+    defs = schema.pop("$defs", {})
+
+    def inline(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref", "")
+            if ref.startswith("#/$defs/"):
+                return inline(defs[ref.removeprefix("#/$defs/")])
+            return {k: inline(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [inline(v) for v in node]
+        return node
+
+    return inline(schema)
+
+
+_SCORE_BODY = {
+    "requestBody": {"required": True, "content": {"application/json": {"schema": _inline_schema(ScoreRequest)}}}
+}
+
+
+def _runtime(request: Request) -> ServiceRuntime:
+    return request.app.state.runtime
+
+
+@router.post(
+    "/v1/score",
+    dependencies=[Depends(require_api_key)],
+    response_model=ScoreResponse,
+    response_model_exclude_none=True,
+    openapi_extra=_SCORE_BODY,
+)
+async def score(request: Request) -> JSONResponse:
+    arrived = time.monotonic()
+    runtime = _runtime(request)
+    body = await read_json(request, ScoreRequest, runtime.settings.max_request_bytes)
+    return await serve_score(runtime, body, arrived)
+
+
+@router.get("/health/live")
+async def live() -> dict[str, str]:
+    return {"status": "live"}
+
+
+@router.get("/health/ready")
+async def ready(request: Request) -> dict[str, str]:
+    engine = ready_engine(_runtime(request))
+    try:
+        engine.model.backend.health()
+    except Exception as e:
+        raise NotReady(f"backend unhealthy: {e}") from None
+    return {"status": "ready"}
+
+
+@router.get("/metrics")
+async def metrics(request: Request) -> Response:
+    return Response(_runtime(request).metrics.render(), media_type=CONTENT_TYPE)
+
+
+@router.get("/info", dependencies=[Depends(require_api_key)], response_model_exclude_none=True)
+async def info(request: Request) -> InfoResponse:
+    runtime = _runtime(request)
+    engine = ready_engine(runtime)
+    s, manifest = runtime.settings, engine.model.manifest
+    return InfoResponse(
+        model=engine.model.name,
+        prompt_version=manifest.prompt.version,
+        labels=LabelInfo(values=manifest.labels.values, tokens=manifest.labels.tokens),
+        limits=LimitsInfo(
+            max_documents=s.max_documents,
+            max_document_tokens=s.max_document_tokens,
+            max_document_chars=s.max_document_chars,
+            max_request_bytes=s.max_request_bytes,
+            max_batch_tokens=s.max_batch_tokens,
+            max_queue=s.max_queue,
+            max_sequence_length=manifest.max_sequence_length,
+        ),
+    )

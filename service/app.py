@@ -1,0 +1,70 @@
+"""The FastAPI app factory and the server entry point.
+
+    create_app(settings, backend_factory) -> FastAPI   no import-time singletons; the
+                                                       model loads and warms in the lifespan
+    run(settings)                                      what `afrl serve` calls: uvicorn until
+                                                       stopped; raises ArtifactError if the
+                                                       model cannot be loaded
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+import afrl
+from afrl.manifest import ArtifactError
+from service.api.errors import install_error_handlers
+from service.api.middleware import RequestMetricsMiddleware
+from service.api.routes import router
+from service.artifact_loader import BackendFactory
+from service.runtime import ServiceRuntime
+from service.settings import ServiceSettings
+
+logger = logging.getLogger(__name__)
+
+
+def create_app(settings: ServiceSettings | None = None, backend_factory: BackendFactory | None = None) -> FastAPI:
+    """A scoring app over `settings.model`; `backend_factory` replaces the onnxruntime backend (tests)."""
+    runtime = ServiceRuntime(settings or ServiceSettings(), backend_factory)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        runtime.start()
+        try:
+            yield
+        finally:
+            await runtime.stop()
+
+    app = FastAPI(
+        title="afrl relevance service",
+        version=afrl.__version__,
+        summary="Answer First, Reason Later: relevance grades from the first generated token",
+        lifespan=lifespan,
+    )
+    app.state.runtime = runtime
+    app.include_router(router)
+    install_error_handlers(app)
+    app.add_middleware(RequestMetricsMiddleware, metrics=runtime.metrics)
+    return app
+
+
+def run(settings: ServiceSettings | None = None) -> None:
+    """Serve until interrupted. Raises ArtifactError (server stopped) if the model fails to load."""
+    import uvicorn
+
+    settings = settings or ServiceSettings()
+    app = create_app(settings)
+    server = uvicorn.Server(uvicorn.Config(app, host=settings.host, port=settings.port))
+    runtime: ServiceRuntime = app.state.runtime
+
+    def stop_on_failure(message: str) -> None:
+        server.should_exit = True
+
+    runtime.on_load_failure = stop_on_failure
+    server.run()
+    if runtime.load_error is not None:
+        raise ArtifactError(runtime.load_error)

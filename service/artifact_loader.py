@@ -1,0 +1,96 @@
+"""Load a model artifact folder: manifest, tokenizer and scoring backend.
+
+Every way the folder can be unusable surfaces as `ArtifactError` with a
+message naming the file and the reason, so `afrl serve` can print it as is.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from afrl.manifest import ArtifactError, Manifest, load_manifest
+from afrl.paths import default_model_dir
+from afrl.prompt import PromptEncoder
+from service.backend import Backend, OnnxScoreBackend
+from service.settings import ServiceSettings
+
+logger = logging.getLogger(__name__)
+
+TOKENIZER_FILE = "tokenizer.json"
+PAD_TOKEN = "<|endoftext|>"
+
+# (artifact folder, its manifest, settings) -> backend; tests inject fakes here.
+BackendFactory = Callable[[Path, Manifest, ServiceSettings], Backend]
+
+
+@dataclass
+class LoadedModel:
+    """Everything the engine needs from one artifact."""
+
+    folder: Path
+    manifest: Manifest
+    encoder: PromptEncoder
+    backend: Backend
+    pad_id: int
+    name: str
+
+
+def onnx_backend_factory(folder: Path, manifest: Manifest, settings: ServiceSettings) -> Backend:
+    """The production backend: onnxruntime over the manifest's score graph."""
+    return OnnxScoreBackend(
+        folder / manifest.graphs["score"].file,
+        num_labels=manifest.labels.size,
+        providers=settings.provider_list,
+        intra_op_threads=settings.intra_op_threads,
+    )
+
+
+def resolve_model_dir(settings: ServiceSettings) -> Path:
+    return Path(settings.model).expanduser() if settings.model is not None else default_model_dir()
+
+
+def load_tokenizer(folder: Path):
+    from tokenizers import Tokenizer
+
+    path = folder / TOKENIZER_FILE
+    if not path.is_file():
+        raise ArtifactError(f"{folder}: no {TOKENIZER_FILE}; the artifact must carry its tokenizer")
+    try:
+        return Tokenizer.from_file(str(path))
+    except Exception as e:  # tokenizers raises a bare Exception on bad files
+        raise ArtifactError(f"{path}: unreadable tokenizer: {e}") from e
+
+
+def load_artifact(settings: ServiceSettings, backend_factory: BackendFactory | None = None) -> LoadedModel:
+    """Manifest (hashes verified), tokenizer, prompt encoder and backend of `settings.model`."""
+    folder = resolve_model_dir(settings)
+    if not folder.is_dir():
+        hint = "" if settings.model is not None else " (no --model given and the default model is not built)"
+        raise ArtifactError(f"{folder}: model artifact folder does not exist{hint}")
+    manifest = load_manifest(folder)
+    tokenizer = load_tokenizer(folder)
+    for value, token, token_id in zip(manifest.labels.values, manifest.labels.tokens, manifest.labels.token_ids):
+        ids = tokenizer.encode(token, add_special_tokens=False).ids
+        if ids != [token_id]:
+            raise ArtifactError(
+                f"{folder}: label {value} token {token!r} encodes to {ids} with the artifact's tokenizer, "
+                f"the manifest says [{token_id}]"
+            )
+    pad_id = tokenizer.token_to_id(PAD_TOKEN)
+    backend = (backend_factory or onnx_backend_factory)(folder, manifest, settings)
+    if backend.num_labels != manifest.labels.size:
+        raise ArtifactError(
+            f"{folder}: backend returns {backend.num_labels} label logits, manifest lists {manifest.labels.size}"
+        )
+    logger.info("loaded model %s from %s", manifest.model_name, folder)
+    return LoadedModel(
+        folder=folder,
+        manifest=manifest,
+        encoder=PromptEncoder(manifest.prompt, tokenizer, settings.max_document_tokens),
+        backend=backend,
+        pad_id=pad_id if pad_id is not None else 0,
+        name=settings.model_name or manifest.model_name,
+    )

@@ -1,0 +1,70 @@
+"""Service settings: every knob of `afrl serve`, read from `AFRL_*` environment variables.
+
+`ServiceSettings()` reads the environment; tests and the CLI pass values
+directly (`ServiceSettings(model=..., port=...)`). Nothing reads settings at
+import time: `create_app(settings)` receives them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+MIB = 1024 * 1024
+
+
+class ServiceSettings(BaseSettings):
+    """Limits, batching and runtime options of the scoring service (env prefix `AFRL_`)."""
+
+    model_config = SettingsConfigDict(env_prefix="AFRL_", extra="ignore", protected_namespaces=())
+
+    model: Path | None = Field(
+        None,
+        description="model artifact folder (afrl export); unset: the embedded default model "
+        "(afrl.paths.default_model_dir())",
+    )
+    model_name: str | None = Field(
+        None, description="name reported in responses and /info; unset: the manifest's model_name"
+    )
+    host: str = Field("127.0.0.1", description="interface to listen on")
+    port: int = Field(8000, ge=0, le=65535, description="TCP port to listen on")
+    max_documents: int = Field(1000, ge=1, description="most documents in one request (more: 413)")
+    max_document_tokens: int = Field(
+        512, ge=1, description="document tokens kept per prompt; longer documents are truncated and reported"
+    )
+    max_document_chars: int = Field(
+        100_000, ge=1, description="longest document (and query) accepted in characters (longer: 413)"
+    )
+    max_request_bytes: int = Field(
+        4 * MIB, ge=1, description="largest request body, checked from Content-Length and while reading (413)"
+    )
+    max_batch_tokens: int = Field(
+        8192, ge=1, description="padded tokens (rows x length) in one forward pass; a longer single row runs alone"
+    )
+    max_wait_ms: float = Field(
+        2.0, ge=0, description="how long a cross-request batcher may wait to fill a batch "
+        "(reserved: this build batches within a request only)"
+    )
+    max_queue: int = Field(256, ge=1, description="requests admitted at once; more are refused with 429")
+    api_key: SecretStr | None = Field(
+        None, description="when set, /v1/* and /info need 'Authorization: Bearer KEY' or 'x-api-key: KEY'"
+    )
+    providers: str = Field(
+        "CPUExecutionProvider", description="ONNX Runtime execution providers, comma-separated, in priority order"
+    )
+    intra_op_threads: int | None = Field(
+        None, ge=1, description="ONNX Runtime intra-op threads; unset: onnxruntime's default (all cores)"
+    )
+
+    @field_validator("providers")
+    @classmethod
+    def _providers_not_empty(cls, value: str) -> str:
+        if not [p for p in value.split(",") if p.strip()]:
+            raise ValueError("providers must name at least one ONNX Runtime execution provider")
+        return value
+
+    @property
+    def provider_list(self) -> list[str]:
+        return [p.strip() for p in self.providers.split(",") if p.strip()]

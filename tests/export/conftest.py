@@ -1,0 +1,61 @@
+"""Tiny random checkpoints with the real Qwen3 tokenizer, and artifacts exported from them once per session."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM, Qwen3Config, Qwen3ForCausalLM
+
+from afrl.tokenizer_files import qwen3_tokenizer_dir
+from export.artifact import export_artifact
+from export_testlib import GUIDELINE, VOCAB
+
+TINY = dict(vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+            num_attention_heads=2, num_key_value_heads=1, head_dim=16)
+
+
+def save_tiny_checkpoint(folder: Path, model: torch.nn.Module, afrl: dict | None) -> Path:
+    """A training-shaped checkpoint folder: weights, config, tokenizer, afrl.json."""
+    model.save_pretrained(folder)
+    AutoTokenizer.from_pretrained(qwen3_tokenizer_dir()).save_pretrained(folder)
+    if afrl is not None:
+        (folder / "afrl.json").write_text(json.dumps(afrl))
+    return folder
+
+
+@pytest.fixture(scope="session")
+def qwen3_checkpoint(tmp_path_factory) -> Path:
+    torch.manual_seed(0)
+    model = Qwen3ForCausalLM(Qwen3Config(**TINY, tie_word_embeddings=True)).eval()
+    folder = tmp_path_factory.mktemp("qwen3-tiny")
+    return save_tiny_checkpoint(folder, model, {"guideline": GUIDELINE, "label_values": [0, 1, 2, 3, 4]})
+
+
+@pytest.fixture(scope="session")
+def llama_checkpoint(tmp_path_factory) -> Path:
+    """Untied LM head, and no afrl.json: the guideline has to be passed."""
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(**TINY, tie_word_embeddings=False)).eval()
+    return save_tiny_checkpoint(tmp_path_factory.mktemp("llama-tiny"), model, afrl=None)
+
+
+@pytest.fixture(scope="session")
+def fp32_artifact(qwen3_checkpoint, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("artifacts") / "qwen3-fp32"
+    export_artifact(qwen3_checkpoint, out, dtype="fp32")
+    return out
+
+
+@pytest.fixture(scope="session")
+def int8_artifact(qwen3_checkpoint, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("artifacts") / "qwen3-int8"
+    export_artifact(qwen3_checkpoint, out, dtype="int8")
+    return out
+
+
+@pytest.fixture(scope="session")
+def qwen3_model(qwen3_checkpoint) -> torch.nn.Module:
+    return Qwen3ForCausalLM.from_pretrained(qwen3_checkpoint).eval()

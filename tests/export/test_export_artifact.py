@@ -1,0 +1,106 @@
+"""export_artifact end to end: parity, batch invariance, manifest, refusals."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from export_testlib import GUIDELINE, load, score, torch_label_logits
+
+from afrl.manifest import ArtifactError, load_manifest
+from afrl.scoring import grade_results
+from export import artifact as artifact_module
+from export import onnx_export
+from export.artifact import CheckpointError, export_artifact
+
+
+def test_fp32_matches_torch_on_left_padded_batch(fp32_artifact, qwen3_model):
+    manifest, session, sequences = load(fp32_artifact)
+    got = score(session, sequences)  # (B, K)
+    want = torch_label_logits(qwen3_model, sequences, manifest.labels.token_ids)
+    assert got.shape == (len(sequences), 5) and got.dtype == np.float32
+    assert np.abs(got - want).max() <= 1e-4
+    assert manifest.parity["max_abs_diff"] <= 1e-4
+    assert manifest.parity["prompts"] >= 8
+
+
+def test_batched_equals_single(fp32_artifact):
+    _, session, sequences = load(fp32_artifact)
+    batch = score(session, sequences)
+    for row, seq in enumerate(sequences):
+        np.testing.assert_allclose(score(session, [seq])[0], batch[row], rtol=0, atol=1e-5)
+
+
+def test_manifest_records_what_serving_needs(fp32_artifact, qwen3_checkpoint):
+    manifest = load_manifest(fp32_artifact)
+    assert manifest.graphs["score"].model_dump() == {
+        "file": "score.onnx", "dtype": "fp32",
+        "inputs": ["input_ids", "attention_mask"], "outputs": ["label_logits"],
+    }
+    assert manifest.labels.values == [0, 1, 2, 3, 4] and manifest.labels.token_ids == [15, 16, 17, 18, 19]
+    assert manifest.prompt.guideline == GUIDELINE
+    assert manifest.providers_validated == ["CPUExecutionProvider"]
+    assert manifest.source.checkpoint == str(qwen3_checkpoint.resolve())
+    assert len(manifest.source.sha256) == 64
+    assert {"score.onnx", "tokenizer.json", "tokenizer_config.json"} <= set(manifest.files)
+    # Tokenizer files are copied byte for byte.
+    assert (fp32_artifact / "tokenizer.json").read_bytes() == (qwen3_checkpoint / "tokenizer.json").read_bytes()
+
+
+def test_corrupt_score_graph_is_refused(fp32_artifact, tmp_path):
+    copy = Path(shutil.copytree(fp32_artifact, tmp_path / "artifact"))
+    graph = copy / "score.onnx"
+    data = bytearray(graph.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    graph.write_bytes(bytes(data))
+    with pytest.raises(ArtifactError, match="score.onnx"):
+        load_manifest(copy)
+
+
+def test_llama_with_untied_head_exports_when_guideline_given(llama_checkpoint, tmp_path, monkeypatch):
+    with pytest.raises(CheckpointError, match="guideline"):
+        export_artifact(llama_checkpoint, tmp_path / "refused")
+    assert not (tmp_path / "refused").exists()
+
+    # Also the large-model layout: weights as external data beside score.onnx, hashed like any file.
+    monkeypatch.setattr(onnx_export, "EXTERNAL_DATA_THRESHOLD_BYTES", 0)
+    manifest = export_artifact(llama_checkpoint, tmp_path / "llama", guideline=GUIDELINE)
+    assert manifest.parity["max_abs_diff"] <= 1e-4
+    assert "score.onnx.data" in manifest.files
+    assert load_manifest(tmp_path / "llama").prompt.guideline == GUIDELINE
+    (tmp_path / "llama" / "score.onnx.data").write_bytes(b"\0" * 16)
+    with pytest.raises(ArtifactError, match="score.onnx.data"):
+        load_manifest(tmp_path / "llama")
+
+
+def test_int8_loads_and_agrees_on_grades(int8_artifact, fp32_artifact, qwen3_model):
+    manifest, session, sequences = load(int8_artifact)
+    assert manifest.graphs["score"].dtype == "int8"
+    got = grade_results(score(session, sequences), manifest.labels.values)
+    want = grade_results(torch_label_logits(qwen3_model, sequences, manifest.labels.token_ids), manifest.labels.values)
+    assert np.mean([a.grade == b.grade for a, b in zip(got, want)]) >= 0.75  # 4 prompts: at most one flip
+    assert manifest.parity["grade_agreement"] >= 0.9
+    assert manifest.parity["expected_grade_mae"] <= 0.1
+    assert (int8_artifact / "score.onnx").stat().st_size < 0.5 * (fp32_artifact / "score.onnx").stat().st_size
+    assert not any(name.endswith(".data") for name in manifest.files)  # the fp32 scratch graph stayed out
+
+
+def test_failed_export_leaves_nothing(qwen3_checkpoint, tmp_path, monkeypatch):
+    def broken_export(model, label_token_ids, path, **kw):
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_bytes(b"not an onnx graph")
+        return Path(path)
+
+    monkeypatch.setattr(artifact_module, "export_score_onnx", broken_export)
+    with pytest.raises(Exception):
+        export_artifact(qwen3_checkpoint, tmp_path / "out")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_refuses_to_replace_a_folder_that_is_not_an_artifact(qwen3_checkpoint, tmp_path):
+    (tmp_path / "notes.txt").write_text("keep me")
+    with pytest.raises(FileExistsError):
+        export_artifact(qwen3_checkpoint, tmp_path)
+    assert (tmp_path / "notes.txt").read_text() == "keep me"

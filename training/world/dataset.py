@@ -1,0 +1,145 @@
+"""The generated relevance data set: examples, splits by query, JSONL, statistics.
+
+`build_world(seed)` is deterministic: one `random.Random(seed)` drives every
+choice, and nothing depends on set or dict iteration order beyond the
+insertion order of constant tables. Splits are by query (a query and all its
+documents land in one split), and query texts are unique, so no query is
+shared across splits.
+
+    world = build_world(seed=0)
+    save_jsonl(world.train, "train.jsonl")
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from training.metrics import majority_baseline_accuracy as _majority_baseline_accuracy
+from training.world.candidates import candidate_documents
+from training.world.catalog import Product, sample_product
+from training.world.explanation import render_explanation
+from training.world.judge import judge
+from training.world.queries import Query, QueryMix, compose_query
+from training.world.vocabulary import PRODUCT_TYPES
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "dev", "test")
+_TYPE_KEYS = tuple(PRODUCT_TYPES)
+_TYPE_WEIGHTS = tuple(0.5 if PRODUCT_TYPES[k].is_accessory else 1.0 for k in _TYPE_KEYS)
+
+
+@dataclass(frozen=True)
+class Example:
+    query_id: str
+    query: str
+    document: str
+    grade: int
+    rule_ids: tuple[str, ...]  # every rule that fired
+    decisive_rule_ids: tuple[str, ...]
+    explanation: str
+    long_tail: bool  # a long-tail rule decided the grade
+
+
+@dataclass(frozen=True)
+class WorldSplits:
+    train: list[Example]
+    dev: list[Example]
+    test: list[Example]
+
+    def split(self, name: str) -> list[Example]:
+        if name not in SPLITS:
+            raise ValueError(f"unknown split {name!r}; choose from {SPLITS}")
+        return getattr(self, name)
+
+    def long_tail(self, split: str) -> list[Example]:
+        """The examples of `split` that a long-tail rule decided."""
+        return [e for e in self.split(split) if e.long_tail]
+
+
+def make_example(query_id: str, query: Query, product: Product) -> Example:
+    j = judge(query, product)
+    return Example(query_id, query.text, product.document, j.grade, j.fired, j.decisive,
+                   render_explanation(query, product, j), j.long_tail)
+
+
+def build_world(
+    seed: int = 0, n_queries: int = 2000, docs_per_query: int = 10,
+    dev_fraction: float = 0.1, test_fraction: float = 0.1, mix: QueryMix = QueryMix(),
+) -> WorldSplits:
+    """`n_queries` queries with `docs_per_query` judged documents each, split by query."""
+    if n_queries < 3 or docs_per_query < 1:
+        raise ValueError(f"need n_queries >= 3 and docs_per_query >= 1, got {n_queries}, {docs_per_query}")
+    if not 0 < dev_fraction + test_fraction < 1:
+        raise ValueError(f"dev_fraction + test_fraction must lie in (0, 1), got {dev_fraction + test_fraction}")
+    rng = random.Random(seed)
+    groups: list[list[Example]] = []
+    seen: set[str] = set()
+    for i in range(n_queries):
+        query, target = _new_query(rng, mix, seen)
+        seen.add(query.text)
+        query_id = f"s{seed}-q{i:05d}"
+        docs = candidate_documents(rng, query, target, docs_per_query)
+        groups.append([make_example(query_id, query, doc) for doc in docs])
+    order = list(range(n_queries))
+    rng.shuffle(order)
+    n_test = max(1, round(n_queries * test_fraction))
+    n_dev = max(1, round(n_queries * dev_fraction))
+    parts = {"test": order[:n_test], "dev": order[n_test:n_test + n_dev], "train": order[n_test + n_dev:]}
+    splits = {name: [ex for g in sorted(idx) for ex in groups[g]] for name, idx in parts.items()}
+    log.info("world seed=%d: %s examples", seed, {k: len(v) for k, v in splits.items()})
+    return WorldSplits(**splits)
+
+
+def _new_query(rng: random.Random, mix: QueryMix, seen: set[str]) -> tuple[Query, Product]:
+    """A target product and a query for it whose text no earlier query used."""
+    for _ in range(100):
+        type_key = rng.choices(_TYPE_KEYS, _TYPE_WEIGHTS)[0]
+        target = sample_product(rng, type_key)
+        query = compose_query(rng, target, mix)
+        if query.text not in seen:
+            return query, target
+    raise RuntimeError("could not compose a new query text; the vocabulary is too small for n_queries")
+
+
+def save_jsonl(examples: Iterable[Example], path: str | Path) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as f:
+        for ex in examples:
+            f.write(json.dumps(asdict(ex), ensure_ascii=False) + "\n")
+
+
+def load_jsonl(path: str | Path) -> list[Example]:
+    out = []
+    with Path(path).open(encoding="utf-8") as f:
+        for line in f:
+            if line.strip():
+                row = json.loads(line)
+                row["rule_ids"] = tuple(row["rule_ids"])
+                row["decisive_rule_ids"] = tuple(row["decisive_rule_ids"])
+                out.append(Example(**row))
+    return out
+
+
+def grade_distribution(examples: Sequence[Example]) -> dict[int, float]:
+    """Share of each grade 0..4 (zeros included)."""
+    counts = Counter(e.grade for e in examples)
+    return {g: counts[g] / len(examples) if examples else 0.0 for g in range(5)}
+
+
+def majority_baseline_accuracy(train: Sequence[Example], test: Sequence[Example]) -> float:
+    """Accuracy on `test` of always answering the most frequent grade of `train`."""
+    return _majority_baseline_accuracy([e.grade for e in train], [e.grade for e in test])
+
+
+def rule_firing_rates(examples: Sequence[Example]) -> dict[str, float]:
+    """Share of examples on which each rule fired (rules that never fired are absent)."""
+    counts = Counter(r for e in examples for r in e.rule_ids)
+    return {r: counts[r] / len(examples) for r in sorted(counts, key=lambda r: int(r[1:]))}
