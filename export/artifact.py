@@ -1,21 +1,42 @@
-"""Checkpoint -> model artifact: score graph, tokenizer files, manifest.
+"""Checkpoint -> model artifact: the graphs of afrl/graphs.py, tokenizer files, manifest.
 
-    export_artifact(checkpoint, out_dir, dtype="fp32" | "int8")
+    export_artifact(checkpoint, out_dir, dtype="fp32" | "fp16" | "int8",
+                    graphs=("score", "prefix", "score_prefix", "decode"))
 
 1. `load_checkpoint`: the HF causal LM (fp32, eval) and tokenizer from a
    folder or hub id, the prompt template and label set; the guideline and
    grade values come from the checkpoint's `afrl.json` (written by training),
    `guideline=` replacing the text;
 2. copy the tokenizer files byte for byte;
-3. export the score graph (int8: export fp32 to a scratch file, then quantize;
-   only the final graph lands in the artifact, as `score.onnx`);
-4. validate it against the torch model on prompts encoded exactly as serving
-   encodes them: `PromptEncoder` over `tokenizers.Tokenizer` loaded from the
-   artifact's own tokenizer.json;
-5. write the manifest (every file's sha256, parity figures).
+3. export each graph in FP32 (`onnx_export.export_graph`); fp16 converts it
+   (`float16.convert_fp16`), int8 quantizes it (`quantize.quantize_int8`),
+   each from a scratch file, so only the final graphs land in the artifact,
+   as `<graph>.onnx`;
+4. with more than one graph, move their weights into one `weights.data`
+   where each distinct tensor is stored once (`weights.share_weights`);
+5. validate what was written against the torch model on prompts encoded
+   exactly as serving encodes them (`PromptEncoder` over the artifact's own
+   tokenizer.json): names and shapes first, then values
+   (`validate.validate_score_graph`, `validate_cache.validate_cache_graphs`);
+6. write the manifest (every file's sha256, the parity figures of every graph).
 
 Everything is written into a scratch folder beside `out_dir` and renamed into
 place at the end, so a failed export never leaves a half artifact.
+
+Time and size, measured on 2 CPU cores shared with other jobs (so upper bounds):
+
+    tiny Qwen3 (hidden 32, 2 layers, 151,936-row embedding), all 4 graphs:
+        fp32  ~30 s (exports ~22 s, validation ~3 s); weights.data 19.5 MB + 4 graphs of ~0.3 MB
+        fp16 / int8  + conversion; weights.data 9.8 MB
+    Qwen3-0.6B architecture (bench/export_qwen3_0p6b.py), all 4 graphs, peak RSS 9-11 GB:
+        fp32  982 s: exports 512 s (97-178 s a graph), weights shared 48 s, validation ~6 min;
+              2.40 GB (weights.data 2.38 GB; unshared the graphs would hold 9.5 GB)
+        fp16  exports + 539 s (conversion, validation on the CPU provider); 1.21 GB
+        int8  exports + 335 s (quantization, validation); 0.77 GB
+
+For the embedded default model, whose pipeline has ~30 s for export:
+`graphs=("score",)` is the old single-graph export (about a quarter of
+the time); each further graph adds one export of ~5 s (tiny) plus validation.
 """
 
 from __future__ import annotations
@@ -25,23 +46,29 @@ import json
 import logging
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from afrl import graphs as contract
 from afrl.labels import DEFAULT_GRADES, LabelSet
 from afrl.manifest import MANIFEST_NAME, GraphSpec, Manifest, SourceCheckpoint, write_manifest
 from afrl.progress import say
 from afrl.prompt import PromptEncoder, PromptTemplate
-from export.onnx_export import INPUT_NAMES, OUTPUT_NAMES, export_score_onnx
-from export.quantize import quantize_score_int8
-from export.validate import TOLERANCES, Tolerance, validate_score_graph
+from export.float16 import convert_fp16
+from export.onnx_export import export_graph
+from export.quantize import quantize_int8
+from export.validate import TOLERANCES, Tolerance, reference_label_logits, validate_score_graph
+from export.validate_cache import Group, validate_cache_graphs
+from export.verify import verify_artifact
+from export.weights import share_weights
 
 logger = logging.getLogger(__name__)
 
 AFRL_CONFIG = "afrl.json"  # {"guideline": str, "label_values": [0, 1, 2, 3, 4]}, written by training
 SCORE_GRAPH = "score.onnx"
+ALL_GRAPHS = contract.GRAPHS  # score, prefix, score_prefix, decode
 TOKENIZER_FILES = (
     "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
     "vocab.json", "merges.txt", "tokenizer.model", "chat_template.jinja",
@@ -81,19 +108,29 @@ class LoadedCheckpoint:
 def export_artifact(
     checkpoint: str | Path,
     out_dir: Path,
-    dtype: Literal["fp32", "int8"] = "fp32",
+    dtype: Literal["fp32", "fp16", "int8"] = "fp32",
     guideline: str | None = None,
     validation_pairs: list[tuple[str, str]] | None = None,
     max_sequence_length: int = 2048,
     progress: Callable[[str], None] | None = None,
     tolerance: Tolerance | None = None,
+    graphs: Sequence[str] = ALL_GRAPHS,
+    decode_steps: int = 4,
+    providers: Sequence[str] = ("CPUExecutionProvider",),
 ) -> Manifest:
     """Export `checkpoint` (HF folder or hub id) as a servable artifact in `out_dir`.
 
-    `tolerance` overrides the validation limits of `dtype` (export.validate.TOLERANCES).
+    `graphs`: which graphs of afrl/graphs.py to write ("score" is required;
+    "score_prefix" needs "prefix", "decode" needs both). `validation_pairs`:
+    (query, document) pairs to validate on, grouped by query for the prefix
+    graphs (default: a dozen built-in pairs; pass a dev split for INT8, whose
+    tolerance is about grades). `tolerance` overrides the limits of `dtype`
+    (export.validate.TOLERANCES). `decode_steps`: greedy steps compared
+    with torch per validated document.
     """
     if dtype not in TOLERANCES:
         raise ValueError(f"dtype {dtype!r} is not exported here; choose one of {sorted(TOLERANCES)}")
+    graphs = _check_graphs(graphs)
     out_dir = Path(out_dir)
     _check_out_dir(out_dir)
 
@@ -117,25 +154,34 @@ def export_artifact(
         if LabelSet.from_tokenizer(served, ckpt.labels.values) != ckpt.labels:
             raise CheckpointError(f"{checkpoint}: tokenizer.json spells the grades differently from the HF tokenizer")
 
-        step(f"exporting the score graph ({dtype}, {ckpt.labels.size} label rows)")
-        graph = staging / SCORE_GRAPH
-        if dtype == "int8":
-            fp32 = export_score_onnx(ckpt.model, ckpt.labels.token_ids, Path(scratch) / "fp32" / SCORE_GRAPH)
-            step("quantizing to int8")
-            quantize_score_int8(fp32, graph)
-        else:
-            export_score_onnx(ckpt.model, ckpt.labels.token_ids, graph)
+        files = {}
+        for name in graphs:
+            step(f"exporting the {name} graph ({dtype})")
+            files[name] = _export_one(name, ckpt, dtype, staging, Path(scratch) / "fp32")
+        if len(files) > 1:
+            step("storing the graphs' shared weights once")
+            share_weights(staging, list(files.values()))
 
         step("validating against torch")
         encoder = PromptEncoder(ckpt.template, served)
-        sequences = [encoder.encode(q, [d])[0].input_ids for q, d in validation_pairs or SAMPLE_PAIRS]
+        pairs = validation_pairs or SAMPLE_PAIRS
+        pad = _pad_token_id(ckpt.tokenizer)
+        tol = tolerance or TOLERANCES[dtype]
+        groups = query_groups(encoder, pairs)
+        full = [prefix + doc for prefix, docs in groups for doc in docs]  # = encoder.encode(q, [d])[0].input_ids
+        reference = reference_label_logits(ckpt.model, ckpt.labels.token_ids, full)  # (N, K), computed once
         parity = validate_score_graph(
-            graph, ckpt.model, ckpt.labels, sequences,
-            tolerance=tolerance or TOLERANCES[dtype],
-            pad_token_id=_pad_token_id(ckpt.tokenizer),
+            staging / files[contract.SCORE], ckpt.model, ckpt.labels, full,
+            tolerance=tol, pad_token_id=pad, providers=providers, reference=reference,
         )
+        if len(files) > 1:
+            parity.update(validate_cache_graphs(
+                {name: staging / file for name, file in files.items()}, ckpt.model, ckpt.labels, groups,
+                tolerance=tol, pad_token_id=pad, decode_steps=decode_steps, providers=providers, reference=reference,
+            ))
         step("parity " + ", ".join(f"{k}={v:.3g}" for k, v in parity.items()))
 
+        layers = int(ckpt.model.config.num_hidden_layers)
         local = Path(ckpt.name).is_dir()
         manifest = write_manifest(staging, Manifest(
             model_name=ckpt.folder.resolve().name if local else ckpt.name,
@@ -145,14 +191,59 @@ def export_artifact(
             ),
             prompt=ckpt.template,
             labels=ckpt.labels,
-            graphs={"score": GraphSpec(file=SCORE_GRAPH, dtype=dtype, inputs=INPUT_NAMES, outputs=OUTPUT_NAMES)},
-            providers_validated=["CPUExecutionProvider"],
+            graphs={
+                name: GraphSpec(file=file, dtype=dtype, inputs=contract.graph_io(name, layers)[0],
+                                outputs=contract.graph_io(name, layers)[1])
+                for name, file in files.items()
+            },
+            providers_validated=list(providers),
             max_sequence_length=max_sequence_length,
             parity=parity,
         ))
+        verify_artifact(staging, verify_hashes=False)  # what serving will check, short of the hashes just written
         _publish(staging, out_dir)
     step(f"wrote {out_dir}")
     return manifest
+
+
+def _check_graphs(names: Sequence[str]) -> list[str]:
+    """The requested graphs in contract order; score is required, and each cache graph needs the one it reads."""
+    unknown = set(names) - set(ALL_GRAPHS)
+    if unknown:
+        raise ValueError(f"unknown graphs {sorted(unknown)}; the graphs are {', '.join(ALL_GRAPHS)}")
+    if contract.SCORE not in names:
+        raise ValueError("the score graph is required (serving scores with it)")
+    if contract.SCORE_PREFIX in names and contract.PREFIX not in names:
+        raise ValueError("score_prefix reads the prefix graph's cache: export 'prefix' too")
+    if contract.DECODE in names and contract.SCORE_PREFIX not in names:
+        raise ValueError("decode continues from score_prefix's cache: export 'prefix' and 'score_prefix' too")
+    return [n for n in ALL_GRAPHS if n in names]
+
+
+def _export_one(name: str, ckpt: LoadedCheckpoint, dtype: str, staging: Path, scratch: Path) -> str:
+    """Export graph `name` in `dtype` into `staging`; returns its file name there."""
+    file = f"{name}.onnx"
+    if dtype == "fp32":
+        export_graph(name, ckpt.model, ckpt.labels.token_ids, staging / file)
+        return file
+    fp32 = export_graph(name, ckpt.model, ckpt.labels.token_ids, scratch / file)
+    if dtype == "fp16":
+        convert_fp16(fp32, staging / file)
+    else:
+        quantize_int8(fp32, staging / file)
+    shutil.rmtree(scratch)  # the FP32 scratch copy can be GBs
+    return file
+
+
+def query_groups(encoder: PromptEncoder, pairs: Sequence[tuple[str, str]]) -> list[Group]:
+    """(query, document) pairs -> (prefix ids, [document ids]) per query, queries in first-seen order."""
+    by_query: dict[str, list[str]] = {}
+    for query, document in pairs:
+        by_query.setdefault(query, []).append(document)
+    return [
+        (encoder.encode_prefix(query), [ids for ids, _ in encoder.encode_documents(docs)])
+        for query, docs in by_query.items()
+    ]
 
 
 def load_checkpoint(checkpoint: str, guideline: str | None = None) -> LoadedCheckpoint:

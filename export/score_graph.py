@@ -8,7 +8,7 @@
       -> @ label_head                                          (B, K) label_logits, float32
 
 Only the K label rows of the output projection are kept, as a buffer
-`label_head` of shape (H, K) (stored transposed, so the graph has no Transpose
+`head.weight` of shape (H, K) (stored transposed, so the graph has no Transpose
 before its last MatMul); the graph never holds or computes the (V, H)
 vocabulary projection.
 Everything goes through `get_decoder()` / `get_output_embeddings()`, so any
@@ -36,8 +36,8 @@ import torch
 from torch import nn
 
 
-class LabelScoreModel(nn.Module):
-    """Wraps a causal LM so that forward returns the label logits at the last position only."""
+class LabelHead(nn.Module):
+    """The K label rows of a causal LM's output projection: (B, H) hidden -> (B, K) float32 logits."""
 
     def __init__(self, model: nn.Module, label_token_ids: Sequence[int]):
         super().__init__()
@@ -50,49 +50,63 @@ class LabelScoreModel(nn.Module):
         weight = head.weight  # (V, H)
         if max(ids) >= weight.shape[0] or min(ids) < 0:
             raise ValueError(f"label token ids {ids} out of range for an LM head of {weight.shape[0]} rows")
-        self.decoder = model.get_decoder()
         index = torch.tensor(ids, dtype=torch.long, device=weight.device)
         # A copy, not a view: the exported graph holds only these K rows.
-        self.register_buffer("label_head", weight.detach().index_select(0, index).t().contiguous())  # (H, K)
+        self.register_buffer("weight", weight.detach().index_select(0, index).t().contiguous())  # (H, K)
         bias = getattr(head, "bias", None)
-        self.register_buffer(
-            "label_bias", None if bias is None else bias.detach().index_select(0, index).clone()
-        )  # (K,) or None
+        self.register_buffer("bias", None if bias is None else bias.detach().index_select(0, index).clone())  # (K,)
         self.softcap = getattr(model.config, "final_logit_softcapping", None)
-        self.label_token_ids = ids
+        self.token_ids = ids
+
+    def forward(self, last: torch.Tensor) -> torch.Tensor:
+        logits = last @ self.weight  # (B, K)
+        if self.bias is not None:
+            logits = logits + self.bias
+        if self.softcap:
+            logits = torch.tanh(logits / self.softcap) * self.softcap
+        return logits.float()
+
+
+class LabelScoreModel(nn.Module):
+    """Wraps a causal LM so that forward returns the label logits at the last position only."""
+
+    def __init__(self, model: nn.Module, label_token_ids: Sequence[int]):
+        super().__init__()
+        self.decoder = model.get_decoder()
+        self.head = LabelHead(model, label_token_ids)
+        self.label_token_ids = self.head.token_ids
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """(B, T) int64 token ids and (B, T) int64 mask, left-padded -> (B, K) float32 label logits."""
-        dtype = self.label_head.dtype
         position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)  # (B, T)
-        mask4d = additive_attention_mask(attention_mask, dtype)  # (B, 1, T, T)
+        mask4d = additive_attention_mask(attention_mask, self.head.weight.dtype)  # (B, 1, T, T)
         out = self.decoder(
             input_ids=input_ids,
             attention_mask=mask4d,
             position_ids=position_ids,
             use_cache=False,
         )
-        last = out.last_hidden_state[:, -1, :]  # (B, H)
-        logits = last @ self.label_head  # (B, K)
-        if self.label_bias is not None:
-            logits = logits + self.label_bias
-        if self.softcap:
-            logits = torch.tanh(logits / self.softcap) * self.softcap
-        return logits.float()
+        return self.head(out.last_hidden_state[:, -1, :])  # (B, H) -> (B, K)
 
 
-def additive_attention_mask(attention_mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """(B, T) 0/1 padding mask -> (B, 1, T, T) additive mask: 0 where query q may see key k, else min.
+def additive_attention_mask(
+    attention_mask: torch.Tensor, dtype: torch.dtype, query_length: int | torch.SymInt | None = None
+) -> torch.Tensor:
+    """(B, S + T) 0/1 padding mask -> (B, 1, T, S + T) additive mask: 0 where query t may see key k, else min.
 
-    q may see k when k <= q and k is a real token; every q also sees itself
-    (padded rows would otherwise be fully masked).
+    The T queries are the last T positions (T = S + T when `query_length` is
+    None: no cache). Query t sits at position S + t and may see key k when
+    k <= S + t and k is a real token; every query also sees itself (padded
+    rows would otherwise be fully masked).
     """
-    t = attention_mask.shape[-1]
-    pos = torch.arange(t, device=attention_mask.device)
-    causal = pos[None, :] <= pos[:, None]  # (T, T): [q, k]
-    diagonal = pos[None, :] == pos[:, None]  # (T, T)
-    key_real = attention_mask[:, None, None, :].bool()  # (B, 1, 1, T)
-    allowed = (causal[None, None] & key_real) | diagonal[None, None]  # (B, 1, T, T)
+    total = attention_mask.shape[-1]
+    t = total if query_length is None else query_length
+    keys = torch.arange(total, device=attention_mask.device)  # (S + T,)
+    queries = keys[-t:] if query_length is not None else keys  # (T,): positions S .. S + T - 1
+    causal = keys[None, :] <= queries[:, None]  # (T, S + T): [q, k]
+    diagonal = keys[None, :] == queries[:, None]  # (T, S + T)
+    key_real = attention_mask[:, None, None, :].bool()  # (B, 1, 1, S + T)
+    allowed = (causal[None, None] & key_real) | diagonal[None, None]  # (B, 1, T, S + T)
     zero = torch.zeros((), dtype=dtype, device=attention_mask.device)
     blocked = torch.full((), torch.finfo(dtype).min, dtype=dtype, device=attention_mask.device)
     return torch.where(allowed, zero, blocked)

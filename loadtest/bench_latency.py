@@ -19,18 +19,22 @@ import httpx
 
 from loadtest.server_process import running_server
 
-QUERY = "samsung galaxy s23 case black"
+# One query of the world's test split with its ten candidates (grades 4,4,3,2,2,2,1,0,0,0).
+QUERY = "white samsung galaxy buds2 earbuds"
 DOCUMENTS = [
-    "Spigen slim case for Samsung Galaxy S23, black, shock absorbing TPU",
-    "Samsung Galaxy S23 smartphone 128GB, phantom black, unlocked",
-    "OtterBox Defender case for iPhone 14, black",
-    "Compatible with Samsung: 25W USB-C fast charger, white",
-    "Samsong Galaxi S23 phone cover, black silicone",
-    "Stainless steel electric kettle 1.7 l with auto shut-off",
-    "Samsung Galaxy S23 clear case, transparent, wireless charging compatible",
-    "Refurbished Samsung Galaxy S23 case bundle, black",
-    "Leather wallet case for Samsung Galaxy S22, brown",
-    "Men's running shoes, size 42, blue mesh",
+    "Samsung Galaxy Buds2 Earbuds, White. In-ear, with charging case. Price $110.99. Category: electronics > earbuds.",
+    "Galaxy Buds2 Earbuds, White. In-ear, with charging case. Price $110.99. Category: electronics > earbuds.",
+    "Samsung Galaxy Buds2 Earbuds, Black. In-ear, with charging case. Price $110.99. Category: electronics > earbuds.",
+    "Apple AirPods Pro Earbuds, White. In-ear, with charging case. Price $63.99. Category: electronics > earbuds.",
+    "Sony WF-1000XM4 Earbuds, White. In-ear, with charging case. Price $94.99. Category: electronics > earbuds.",
+    "Sony WH-1000XM4 Wireless Headphones, Blue. Over-ear, noise cancelling. Price $110.99. "
+    "Category: electronics > headphones.",
+    "Comply Ear Tips for Galaxy Buds2, Size S, Pack of 6. Foam, noise isolating. Price $21.99. "
+    "Category: electronics > ear tips.",
+    "Apple iPad Air Tablet, 256 GB, Blue. 10-inch display, Wi-Fi. Price $369.99. Category: electronics > tablet.",
+    "Canon PIXMA TS3350 Printer, White. Wireless, prints from your phone. Price $101.99. Category: office > printer.",
+    "Kong Stainless Steel Pet Bowl for Dry Dog Food and Dry Cat Food, Pink. Non-slip base. Price $10.99. "
+    "Category: pet > pet bowl.",
 ]
 
 

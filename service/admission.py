@@ -1,19 +1,52 @@
-"""Admission: a bound on requests in flight, reported as `afrl_queue_depth`.
+"""Admission: what a request must pass before its work may queue for the model.
 
-The walking skeleton bounds whole requests; the cross-request batcher will
-own a real queue and report its depth through the same gauge.
+    Admission        a bound on requests in flight (queued or running), reported as afrl_queue_depth
+    QueueFull        429: that bound, or the batcher's bound on queued tokens, is reached;
+                     carries the Retry-After estimate
+    Deadline         `timeout_ms` as an absolute time; expired work never reaches the model (504)
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 from prometheus_client import Gauge
 
 
 class QueueFull(Exception):
-    """More requests are in flight than the service admits."""
+    """More work is waiting than the service admits."""
+
+    def __init__(self, message: str, retry_after_s: int | None = None):
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class DeadlineExceeded(Exception):
+    """The request's deadline passed before its compute ran."""
+
+
+@dataclass(frozen=True)
+class Deadline:
+    """When a request stops being worth computing: an absolute `time.monotonic()` value."""
+
+    at: float
+    timeout_ms: int
+
+    @classmethod
+    def after_ms(cls, timeout_ms: int, start: float | None = None) -> "Deadline":
+        return cls((time.monotonic() if start is None else start) + timeout_ms / 1000.0, timeout_ms)
+
+    def expired(self) -> bool:
+        return time.monotonic() >= self.at
+
+    def remaining_s(self) -> float:
+        return max(0.0, self.at - time.monotonic())
+
+    def error(self) -> DeadlineExceeded:
+        return DeadlineExceeded(f"the deadline of {self.timeout_ms} ms passed before compute")
 
 
 class Admission:
@@ -27,10 +60,14 @@ class Admission:
         self.in_flight = 0
         self._depth = depth
 
-    @contextmanager
-    def admit(self) -> Iterator[None]:
+    def check(self) -> None:
+        """Refuse early (before the body is read and parsed) when no request could be admitted now."""
         if self.in_flight >= self.max_in_flight:
             raise QueueFull(f"{self.in_flight} requests in flight, the limit is {self.max_in_flight}")
+
+    @contextmanager
+    def admit(self) -> Iterator[None]:
+        self.check()
         self.in_flight += 1
         self._depth.set(self.in_flight)
         try:

@@ -5,6 +5,11 @@
     run(settings)                                      what `afrl serve` calls: uvicorn until
                                                        stopped; raises ArtifactError if the
                                                        model cannot be loaded
+
+Graceful shutdown (SIGTERM or SIGINT): /health/ready turns 503 at once, the
+listening socket closes, in-flight requests (streams included) run to the
+end for at most `grace_period_s`, then the rest are cancelled (their queued
+work never reaches the model) and the process exits.
 """
 
 from __future__ import annotations
@@ -52,14 +57,29 @@ def create_app(settings: ServiceSettings | None = None, backend_factory: Backend
     return app
 
 
-def run(settings: ServiceSettings | None = None) -> None:
+def run(settings: ServiceSettings | None = None, backend_factory: BackendFactory | None = None) -> None:
     """Serve until interrupted. Raises ArtifactError (server stopped) if the model fails to load."""
     import uvicorn
 
     settings = settings or ServiceSettings()
-    app = create_app(settings)
-    server = uvicorn.Server(uvicorn.Config(app, host=settings.host, port=settings.port))
+    app = create_app(settings, backend_factory)
     runtime: ServiceRuntime = app.state.runtime
+
+    class DrainingServer(uvicorn.Server):
+        def handle_exit(self, sig, frame) -> None:
+            if not runtime.draining:
+                logger.info("signal %s: draining in-flight requests for up to %.0f s", sig, settings.grace_period_s)
+            runtime.draining = True
+            super().handle_exit(sig, frame)
+
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        timeout_graceful_shutdown=settings.grace_period_s,
+        access_log=settings.access_log,
+    )
+    server = DrainingServer(config)
 
     def stop_on_failure(message: str) -> None:
         server.should_exit = True

@@ -10,11 +10,13 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from afrl.manifest import ArtifactError, Manifest, load_manifest
 from afrl.paths import default_model_dir
 from afrl.prompt import PromptEncoder
-from service.backend import Backend, OnnxScoreBackend
+from service.backend import Backend, OnnxBackend
+from service.providers import available_providers, resolve_providers
 from service.settings import ServiceSettings
 
 logger = logging.getLogger(__name__)
@@ -36,15 +38,17 @@ class LoadedModel:
     backend: Backend
     pad_id: int
     name: str
+    tokenizer: Any = None  # tokenizers.Tokenizer: decodes explanations
+    eos_id: int | None = None  # the token that ends an explanation (the prompt's completion_end)
 
 
 def onnx_backend_factory(folder: Path, manifest: Manifest, settings: ServiceSettings) -> Backend:
-    """The production backend: onnxruntime over the manifest's score graph."""
-    return OnnxScoreBackend(
-        folder / manifest.graphs["score"].file,
-        num_labels=manifest.labels.size,
-        providers=settings.provider_list,
-        intra_op_threads=settings.intra_op_threads,
+    """The production backend: onnxruntime over the manifest's graphs, on the providers asked for."""
+    plan = resolve_providers(
+        settings.provider_list, available_providers(), settings.cuda_device_id, settings.cuda_graphs
+    )
+    return OnnxBackend(
+        folder, manifest, plan, intra_op_threads=settings.intra_op_threads, shared_prefix=settings.shared_prefix
     )
 
 
@@ -80,6 +84,7 @@ def load_artifact(settings: ServiceSettings, backend_factory: BackendFactory | N
                 f"the manifest says [{token_id}]"
             )
     pad_id = tokenizer.token_to_id(PAD_TOKEN)
+    eos_ids = tokenizer.encode(manifest.prompt.completion_end, add_special_tokens=False).ids
     backend = (backend_factory or onnx_backend_factory)(folder, manifest, settings)
     if backend.num_labels != manifest.labels.size:
         raise ArtifactError(
@@ -93,4 +98,6 @@ def load_artifact(settings: ServiceSettings, backend_factory: BackendFactory | N
         backend=backend,
         pad_id=pad_id if pad_id is not None else 0,
         name=settings.model_name or manifest.model_name,
+        tokenizer=tokenizer,
+        eos_id=eos_ids[0] if len(eos_ids) == 1 else None,
     )

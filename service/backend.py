@@ -1,8 +1,15 @@
-"""The model behind the service: label logits for a left-padded batch.
+"""The model behind the service: label logits, shared-prefix scoring, decode steps.
 
 A `Backend` is deliberately tiny (after TEI's backend trait) so that tests
-drive the real HTTP app over a fake, and so that later backends (a shared
-prefix KV-cache graph, a GPU session with IO binding) plug in unchanged.
+drive the real HTTP app over a fake. Two optional capabilities, announced by
+`supports_prefix` / `supports_decode` (absent means False):
+
+    prefix:  prefix_cache(ids (1, P)) -> KVCache
+             score_with_prefix(prefix, ids (B, T), mask (B, T), keep_cache) -> (B, K), KVCache | None
+    decode:  decode(ids (B, T), past) -> logits (B, V), present   (mask = past.mask ++ ones)
+
+`OnnxBackend` implements them over the graphs of afrl/graphs.py that the
+manifest lists; names and shapes are checked at load time, before any value.
 """
 
 from __future__ import annotations
@@ -13,12 +20,16 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from afrl.manifest import ArtifactError
+from afrl import graphs
+from afrl.manifest import ArtifactError, Manifest
+from service.kv import KVCache, prefix_cache, shape
+from service.onnx_session import CudaGraphRunner, GraphSession
+from service.providers import ProviderPlan
 
 logger = logging.getLogger(__name__)
 
-INPUT_NAMES = ("input_ids", "attention_mask")
-OUTPUT_NAME = "label_logits"
+INPUT_NAMES = (graphs.INPUT_IDS, graphs.ATTENTION_MASK)
+OUTPUT_NAME = graphs.LABEL_LOGITS
 
 
 @runtime_checkable
@@ -36,63 +47,118 @@ class Backend(Protocol):
         ...
 
 
-class OnnxScoreBackend:
-    """An onnxruntime session over the artifact's score graph."""
+def supports_prefix(backend: Backend) -> bool:
+    return bool(getattr(backend, "supports_prefix", False))
+
+
+def supports_decode(backend: Backend) -> bool:
+    return supports_prefix(backend) and bool(getattr(backend, "supports_decode", False))
+
+
+def decode_mask(past: KVCache, new_tokens: int) -> np.ndarray:
+    """(B, S + T) attention mask of a decode step: the cache's own mask, then the new tokens."""
+    return np.concatenate([past.mask, np.ones((past.batch, new_tokens), dtype=np.int64)], axis=1)
+
+
+class OnnxBackend:
+    """onnxruntime sessions over the artifact's graphs: `score` always, the prefix and decode graphs
+    when the manifest lists them (and `shared_prefix` is on)."""
 
     def __init__(
         self,
-        graph_path: str | Path,
-        num_labels: int,
-        providers: list[str],
+        folder: str | Path,
+        manifest: Manifest,
+        plan: ProviderPlan,
         intra_op_threads: int | None = None,
+        shared_prefix: bool = True,
+        io_binding: bool | None = None,
+        pad_id: int = 0,
     ):
-        import onnxruntime as ort  # imported here so fakes and tests need no onnxruntime
+        folder = Path(folder)
+        listed = manifest.graphs
+        self.num_labels = manifest.labels.size
+        self.plan = plan
 
-        available = ort.get_available_providers()
-        missing = [p for p in providers if p not in available]
-        if missing:
-            # Falling back silently from a GPU to the CPU would hide a broken deployment.
-            raise ArtifactError(
-                f"execution provider(s) {missing} are not available in this onnxruntime build "
-                f"(available: {available}); set AFRL_PROVIDERS"
-            )
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        if intra_op_threads is not None:
-            options.intra_op_num_threads = intra_op_threads
-        try:
-            self.session = ort.InferenceSession(str(graph_path), sess_options=options, providers=providers)
-        except Exception as e:  # onnxruntime raises its own exception types
-            raise ArtifactError(f"{graph_path}: onnxruntime cannot load the score graph: {e}") from e
-        self.num_labels = num_labels
-        self._check_signature(graph_path)
-        logger.info("score graph %s loaded on %s", graph_path, self.session.get_providers())
+        def open_graph(name: str, cuda_graph: bool = False) -> GraphSession:
+            return GraphSession(name, folder / listed[name].file, plan, intra_op_threads, io_binding, cuda_graph)
 
-    def _check_signature(self, graph_path: str | Path) -> None:
-        inputs = {i.name for i in self.session.get_inputs()}
-        outputs = {o.name: o for o in self.session.get_outputs()}
-        if not set(INPUT_NAMES) <= inputs:
-            raise ArtifactError(f"{graph_path}: score graph inputs are {sorted(inputs)}, need {list(INPUT_NAMES)}")
-        if OUTPUT_NAME not in outputs:
-            raise ArtifactError(f"{graph_path}: score graph outputs are {sorted(outputs)}, need {OUTPUT_NAME!r}")
-        k = outputs[OUTPUT_NAME].shape[-1]
+        self.score = open_graph(graphs.SCORE, cuda_graph=plan.cuda_graphs)
+        self.score.check_io()
+        self._check_label_columns(self.score)
+        self.cuda_graphs = (
+            CudaGraphRunner(self.score, INPUT_NAMES, OUTPUT_NAME, pad_id)
+            if plan.cuda_graphs and self.score.plan.on_gpu
+            else None
+        )
+        self.prefix = self.score_prefix = self.decoder = None
+        self.layers = 0
+        if shared_prefix and {graphs.PREFIX, graphs.SCORE_PREFIX} <= listed.keys():
+            self.prefix = open_graph(graphs.PREFIX)
+            self.layers = self.prefix.check_io()
+            self.score_prefix = open_graph(graphs.SCORE_PREFIX)
+            self.score_prefix.check_io(self.layers)
+            self._check_label_columns(self.score_prefix)
+            if graphs.DECODE in listed:
+                self.decoder = open_graph(graphs.DECODE)
+                self.decoder.check_io(self.layers)
+
+    def _check_label_columns(self, graph: GraphSession) -> None:
+        k = graph.outputs[OUTPUT_NAME].shape[-1]
         if isinstance(k, int) and k != self.num_labels:
             raise ArtifactError(
-                f"{graph_path}: {OUTPUT_NAME} has {k} columns, the manifest lists {self.num_labels} labels"
+                f"{graph.path}: {OUTPUT_NAME} has {k} columns, the manifest lists {self.num_labels} labels"
             )
 
     @property
+    def supports_prefix(self) -> bool:
+        return self.score_prefix is not None
+
+    @property
+    def supports_decode(self) -> bool:
+        return self.decoder is not None
+
+    @property
     def providers(self) -> list[str]:
-        return list(self.session.get_providers())
+        return self.score.providers
 
     def label_logits(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
-        feed = {
-            "input_ids": np.ascontiguousarray(input_ids, dtype=np.int64),
-            "attention_mask": np.ascontiguousarray(attention_mask, dtype=np.int64),
-        }
-        (logits,) = self.session.run([OUTPUT_NAME], feed)
+        input_ids = np.ascontiguousarray(input_ids, dtype=np.int64)
+        attention_mask = np.ascontiguousarray(attention_mask, dtype=np.int64)
+        if self.cuda_graphs is not None:
+            return self.cuda_graphs.run(input_ids, attention_mask)
+        feed = {graphs.INPUT_IDS: input_ids, graphs.ATTENTION_MASK: attention_mask}
+        (logits,) = self.score.run(feed, [OUTPUT_NAME])
         return np.asarray(logits, dtype=np.float32)  # (B, K); fp16 graphs return float16
 
+    def prefix_cache(self, input_ids: np.ndarray) -> KVCache:
+        present = graphs.present_names(self.layers)
+        feed = {graphs.INPUT_IDS: np.ascontiguousarray(input_ids, dtype=np.int64)}  # (1, P)
+        return prefix_cache(self.prefix.run(feed, present, keep_on_device=present))
+
+    def score_with_prefix(
+        self, prefix: KVCache, input_ids: np.ndarray, attention_mask: np.ndarray, keep_cache: bool = False
+    ) -> tuple[np.ndarray, KVCache | None]:
+        """(B, T) left-padded document rows after the shared prefix -> (B, K) logits and their own cache."""
+        b = input_ids.shape[0]
+        mask = np.concatenate([np.ones((b, prefix.length), dtype=np.int64), attention_mask], axis=1)  # (B, P+T)
+        feed = {graphs.INPUT_IDS: np.ascontiguousarray(input_ids, dtype=np.int64), graphs.ATTENTION_MASK: mask}
+        feed.update(zip(graphs.past_names(self.layers), prefix.tensors))
+        present = graphs.present_names(self.layers) if keep_cache else []
+        logits, *cache = self.score_prefix.run(feed, [OUTPUT_NAME, *present])
+        own = KVCache(cache, np.asarray(attention_mask, dtype=np.int64)) if keep_cache else None
+        return np.asarray(logits, dtype=np.float32), own
+
+    def decode(self, input_ids: np.ndarray, past: KVCache) -> tuple[np.ndarray, KVCache]:
+        """One step: (B, T) new tokens after `past` -> (B, V) next-token logits and the grown cache."""
+        mask = decode_mask(past, input_ids.shape[1])  # (B, S + T)
+        feed = {graphs.INPUT_IDS: np.ascontiguousarray(input_ids, dtype=np.int64), graphs.ATTENTION_MASK: mask}
+        feed.update(zip(graphs.past_names(self.layers), past.tensors))
+        present = graphs.present_names(self.layers)
+        logits, *cache = self.decoder.run(feed, [graphs.LOGITS, *present], keep_on_device=present)
+        if shape(cache[0])[2] != mask.shape[1]:
+            raise RuntimeError(f"decode returned a cache of {shape(cache[0])[2]} positions, expected {mask.shape[1]}")
+        return np.asarray(logits, dtype=np.float32), KVCache(cache, mask)
+
     def health(self) -> None:
-        if self.session is None:
+        if self.score.session is None:
             raise RuntimeError("the onnxruntime session is closed")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-
 SEQUENCE_BUCKET = 64  # padded lengths are multiples of this: <= 63 pad tokens per row, few shapes
 
 
@@ -48,3 +47,17 @@ def plan_micro_batches(
     if current:
         batches.append(current)
     return batches
+
+
+def can_join(
+    batch_rows: int, batch_length: int, rows: int, length: int, max_batch_tokens: int,
+    bucket: int = SEQUENCE_BUCKET,
+) -> bool:  # fmt: skip
+    """Whether `rows` x `length` may share a forward pass with a batch of `batch_rows` x `batch_length`.
+
+    Lengths at most one bucket apart (a joining row adds at most one bucket of
+    padding), and the padded total within the token budget.
+    """
+    if abs(length - batch_length) > bucket:
+        return False
+    return (batch_rows + rows) * max(length, batch_length) <= max_batch_tokens

@@ -1,16 +1,17 @@
-"""The scoring engine: (query, documents) -> grades, through tokenize -> batch -> backend.
+"""The scoring engine: (query, documents) -> grades as micro-batches finish, then explanations on request.
 
-    tokenize   thread pool; the shared prefix (guideline + query) once per request
-    batch      rows sorted by length, packed into left-padded micro-batches of at
-               most `max_batch_tokens` padded tokens, input order restored after
-    backend    one dedicated thread (onnxruntime parallelises inside a run);
-               expired or abandoned work is skipped before it reaches the model
-    grades     afrl.scoring.grade_results over the label logits
+    tokenize   thread pool, overlapping inference; the shared prefix (guideline + query) once per request
+    queue      the batcher (service.scheduler): token-budget micro-batches, fair across requests,
+               bounded in tokens (429), deadlines and cancellations honoured before compute
+    score      shared-prefix graphs when the backend has them (the prefix runs once, its KV cache
+               serves every document), else full left-padded prompts on the score graph
+    grades     afrl.scoring.grade_results over each micro-batch's label logits
+    explain    greedy decoding from the score's KV cache (service.reasoning), one step per turn
 
-Seams for later work: a cross-request batcher (token budget + `max_wait_ms`
-across requests) implements `Batcher` and replaces `RequestBatcher`; a
-shared-prefix (KV cache) backend receives `EncodedPair`s, whose `prefix_ids`
-are shared by every document of a request, instead of concatenated rows.
+`ScoringEngine.start` admits a request and returns a `ScoreRun`: iterate
+`run.scores()` for the documents graded by each finished micro-batch, then
+`run.explain(indices)` for explanation deltas; `run.close()` drops whatever
+is still queued (the HTTP layer calls it when the client goes away).
 """
 
 from __future__ import annotations
@@ -19,200 +20,231 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Protocol
 
 import numpy as np
 
+from afrl.padding import left_pad
 from afrl.prompt import EncodedPair
 from afrl.scoring import GradeResult, grade_results
+from service.admission import Deadline
 from service.artifact_loader import LoadedModel
-from service.backend import Backend
-from afrl.padding import left_pad
-from service.batching import bucket_length, plan_micro_batches, shape_buckets
+from service.backend import supports_decode, supports_prefix
+from service.batching import shape_buckets
+from service.kv import KVCache, join
 from service.metrics import ServiceMetrics
+from service.onnx_session import cuda_graph_shapes
+from service.reasoning import DecodeSession
+from service.scheduler import RequestWork, Scheduler
+from service.settings import ServiceSettings
 
 logger = logging.getLogger(__name__)
 
 WARMUP_QUERY_TOKENS = 64  # query length assumed when choosing which shape buckets to warm
-
-
-class DeadlineExceeded(Exception):
-    """The request's deadline passed before its compute ran."""
+WARMUP_DECODE_STEPS = 2
 
 
 class InputTooLong(Exception):
     """A prompt is longer than the model accepts even after document truncation."""
 
 
-@dataclass(frozen=True)
-class Deadline:
-    """When a request stops being worth computing: an absolute `time.monotonic()` value."""
-
-    at: float
-    timeout_ms: int
-
-    @classmethod
-    def after_ms(cls, timeout_ms: int, start: float | None = None) -> "Deadline":
-        return cls((time.monotonic() if start is None else start) + timeout_ms / 1000.0, timeout_ms)
-
-    def expired(self) -> bool:
-        return time.monotonic() >= self.at
-
-
-@dataclass
-class LogitsOutcome:
-    logits: np.ndarray  # (N, K) in input order
-    queue_seconds: float  # submitted -> first batch started
-    inference_seconds: float  # sum of this request's forward passes
-
-
-class Batcher(Protocol):
-    """Turns one request's encoded prompts into label logits."""
-
-    async def label_logits(self, pairs: Sequence[EncodedPair], deadline: Deadline | None) -> LogitsOutcome: ...
-
-    def warmup(self, rows_by_length: Sequence[list[int]]) -> None: ...
-
-    def close(self) -> None: ...
-
-
-@dataclass
-class _Ticket:
-    """Shared by one request's micro-batch jobs, so they can skip dead work."""
-
-    deadline: Deadline | None
-    submitted: float
-    abandoned: bool = False
-    first_start: float | None = None
-    inference_seconds: float = 0.0
-
-    def dead(self) -> bool:
-        return self.abandoned or (self.deadline is not None and self.deadline.expired())
-
-
-class RequestBatcher:
-    """Micro-batches within one request, run FIFO on a single inference thread."""
-
-    def __init__(self, backend: Backend, pad_id: int, max_batch_tokens: int, metrics: ServiceMetrics):
-        self.backend = backend
-        self.pad_id = pad_id
-        self.max_batch_tokens = max_batch_tokens
-        self.metrics = metrics
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="afrl-inference")
-
-    async def label_logits(self, pairs: Sequence[EncodedPair], deadline: Deadline | None) -> LogitsOutcome:
-        rows = [p.input_ids for p in pairs]
-        batches = plan_micro_batches([len(r) for r in rows], self.max_batch_tokens)
-        ticket = _Ticket(deadline=deadline, submitted=time.perf_counter())
-        loop = asyncio.get_running_loop()
-        jobs = [
-            loop.run_in_executor(self._executor, self._run_batch, ticket, [rows[i] for i in batch])
-            for batch in batches
-        ]
-        try:
-            outputs = await asyncio.gather(*jobs, return_exceptions=True)
-        finally:
-            ticket.abandoned = True  # cancelled or failed: queued jobs of this request skip the model
-        for out in outputs:
-            if isinstance(out, BaseException):
-                raise out
-        if any(out is None for out in outputs):
-            timeout = deadline.timeout_ms if deadline is not None else "?"
-            raise DeadlineExceeded(f"the deadline of {timeout} ms passed before compute")
-        logits = np.empty((len(rows), self.backend.num_labels), dtype=np.float32)  # (N, K)
-        for batch, out in zip(batches, outputs):
-            logits[batch] = out
-        queue_seconds = (ticket.first_start or ticket.submitted) - ticket.submitted
-        self.metrics.queue_duration.observe(queue_seconds)
-        return LogitsOutcome(logits, queue_seconds, ticket.inference_seconds)
-
-    def _run_batch(self, ticket: _Ticket, rows: list[list[int]]) -> np.ndarray | None:
-        """Runs on the inference thread. None: skipped because the request is dead."""
-        if ticket.dead():
-            return None
-        start = time.perf_counter()
-        if ticket.first_start is None:
-            ticket.first_start = start
-        try:
-            logits = self._forward(rows, bucket_length(max(len(r) for r in rows)))
-        except BaseException:
-            ticket.abandoned = True
-            raise
-        ticket.inference_seconds += time.perf_counter() - start
-        return logits
-
-    def _forward(self, rows: Sequence[list[int]], length: int) -> np.ndarray:
-        input_ids, attention_mask = left_pad(rows, self.pad_id, length)  # (B, T) each
-        start = time.perf_counter()
-        logits = np.asarray(self.backend.label_logits(input_ids, attention_mask))  # (B, K)
-        self.metrics.inference_duration.observe(time.perf_counter() - start)
-        expected = (len(rows), self.backend.num_labels)
-        if logits.shape != expected:
-            raise RuntimeError(f"backend returned label logits of shape {logits.shape}, expected {expected}")
-        tokens = input_ids.size
-        self.metrics.batch_size.observe(len(rows))
-        self.metrics.batch_tokens.observe(tokens)
-        self.metrics.padding_ratio.observe(1.0 - float(attention_mask.sum()) / tokens)
-        return logits
-
-    def warmup(self, rows_by_length: Sequence[list[int]]) -> None:
-        """Run one single-row batch per padded length, on the inference thread."""
-        for row in rows_by_length:
-            input_ids, attention_mask = left_pad([row], self.pad_id)
-            self._executor.submit(self.backend.label_logits, input_ids, attention_mask).result()
-
-    def close(self) -> None:
-        self._executor.shutdown(wait=False, cancel_futures=True)
-
-
 @dataclass
 class ScoreOutcome:
+    """A finished non-streamed request."""
+
     results: list[GradeResult]  # input order
     truncated: list[bool]  # per document: cut to max_document_tokens
     usage: dict[str, int] = field(default_factory=dict)
+    explanations: dict[int, str] = field(default_factory=dict)  # document index -> explanation
     tokenize_seconds: float = 0.0
     queue_seconds: float = 0.0
     inference_seconds: float = 0.0
 
 
+class ScoreRun:
+    """One admitted request inside the engine."""
+
+    def __init__(self, engine: "ScoringEngine", work: RequestWork, pairs: Sequence[EncodedPair],
+                 tokenize_seconds: float, keep: int, arrived: float):  # fmt: skip
+        self.engine = engine
+        self.work = work
+        self.results: list[GradeResult | None] = [None] * len(pairs)
+        self.truncated = [p.truncated for p in pairs]
+        self.usage = {
+            "prompt_tokens": sum(len(p.prefix_ids) + len(p.document_ids) for p in pairs),
+            "truncated_documents": sum(self.truncated),
+        }
+        self.tokenize_seconds = tokenize_seconds
+        self.arrived = arrived
+        self._keep = keep  # how many of the best documents keep their cache for explanation
+        self._caches: dict[int, KVCache] = {}
+
+    @property
+    def queue_seconds(self) -> float:
+        return self.work.queue_seconds
+
+    @property
+    def inference_seconds(self) -> float:
+        return self.work.inference_seconds
+
+    async def scores(self) -> AsyncIterator[list[int]]:
+        """Yields the document indices graded by each finished micro-batch, until all are graded."""
+        values = self.engine.values
+        while True:
+            item = await self.work.results.get()
+            if item is None:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            for row, grade in zip(item.rows, grade_results(item.logits, values)):
+                self.results[row] = grade
+            if item.cache is not None and self._keep:
+                self._keep_best(item.rows, item.cache)
+            yield item.rows
+
+    def _keep_best(self, rows: list[int], cache: KVCache) -> None:
+        """Hold caches only for the documents that can still be among the `keep` best (copied out of
+        the batch's arrays, so those can be freed)."""
+        candidates = set(self._caches) | set(rows)
+        keep = sorted(candidates, key=lambda i: (-self.results[i].score, i))[: self._keep]
+        for row in set(self._caches) - set(keep):
+            del self._caches[row]
+        for b, row in enumerate(rows):
+            if row in keep:
+                self._caches[row] = cache.row(b)
+
+    def best(self, k: int | None = None) -> list[int]:
+        """Indices of graded documents, best score first (ties: input order)."""
+        graded = [i for i, r in enumerate(self.results) if r is not None]
+        return sorted(graded, key=lambda i: (-self.results[i].score, i))[:k]
+
+    async def explain(self, indices: Sequence[int]) -> AsyncIterator[tuple[int, str]]:
+        """(document index, text delta) as tokens are decoded; all rows decode together."""
+        engine = self.engine
+        if not indices:
+            return
+        missing = [i for i in indices if i not in self._caches]
+        if missing:
+            raise RuntimeError(f"no kept cache for documents {missing}")
+        labels = engine.model.manifest.labels
+        first = [labels.token_ids[labels.values.index(self.results[i].grade)] for i in indices]
+        past = join(self.work.prefix_cache, [self._caches.pop(i) for i in indices])
+        session = DecodeSession(engine.model.backend, past, indices, first, engine.model.eos_id,
+                                engine.max_new_tokens, engine.model.tokenizer)  # fmt: skip
+        first_token = True
+        while not session.done:
+            produced = await engine.scheduler.run_step(self.work, session.step)
+            if first_token:
+                first_token = False
+                engine.metrics.time_to_first_reasoning_token.observe(time.monotonic() - self.arrived)
+            engine.metrics.reasoning_tokens.inc(len(produced))
+            for index, token in produced:
+                if text := session.delta(index, token):
+                    yield index, text
+
+    def close(self) -> None:
+        """Drop whatever of this request is still queued; idempotent."""
+        self.engine.scheduler.cancel(self.work)
+        self._caches.clear()
+
+
 class ScoringEngine:
-    """Scores (query, documents) with one loaded model; safe to share across requests."""
+    """Scores (query, documents) with one loaded model; safe to share across requests on one event loop."""
 
     def __init__(self, model: LoadedModel, max_batch_tokens: int, metrics: ServiceMetrics,
-                 batcher: Batcher | None = None, tokenize_workers: int | None = None):  # fmt: skip
+                 settings: ServiceSettings | None = None, scheduler: Scheduler | None = None):  # fmt: skip
+        """`settings` gives every other knob (defaults when None; afrl eval passes only the budget)."""
+        settings = (settings or ServiceSettings(model=model.folder)).model_copy(
+            update={"max_batch_tokens": max_batch_tokens}
+        )
         self.model = model
+        self.settings = settings
         self.metrics = metrics
         self.values = model.manifest.labels.values
         self.max_sequence_length = model.manifest.max_sequence_length
-        self.batcher = batcher or RequestBatcher(model.backend, model.pad_id, max_batch_tokens, metrics)
-        workers = tokenize_workers or min(4, os.cpu_count() or 1)
+        self.max_new_tokens = settings.max_new_tokens
+        self.shared_prefix = supports_prefix(model.backend)
+        self.reasoning = supports_decode(model.backend) and model.eos_id is not None
+        self.scheduler = scheduler or Scheduler(
+            model.backend, model.pad_id, settings.max_batch_tokens, settings.max_queue_tokens,
+            settings.max_wait_ms, metrics,
+        )  # fmt: skip
+        workers = settings.tokenize_workers or min(4, os.cpu_count() or 1)
         self._tokenize_pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="afrl-tokenize")
 
-    async def score(self, query: str, documents: Sequence[str], deadline: Deadline | None = None) -> ScoreOutcome:
+    def start_background(self) -> None:
+        """Start the batcher loop on the running event loop (else the first request starts it)."""
+        self.scheduler.start()
+
+    async def start(self, query: str, documents: Sequence[str], deadline: Deadline | None = None, keep: int = 0,
+                    arrived: float | None = None, max_document_tokens: int | None = None) -> ScoreRun:  # fmt: skip
+        """Tokenize and queue one request. `keep`: how many of the best documents may be explained."""
         loop = asyncio.get_running_loop()
-        start = time.perf_counter()
-        pairs = await loop.run_in_executor(self._tokenize_pool, self.model.encoder.encode, query, list(documents))
-        tokenize_seconds = time.perf_counter() - start
-        self.metrics.tokenize_duration.observe(tokenize_seconds)
-        self._check_lengths(pairs)
-        if deadline is not None and deadline.expired():
-            raise DeadlineExceeded(f"the deadline of {deadline.timeout_ms} ms passed before compute")
-        out = await self.batcher.label_logits(pairs, deadline)
-        truncated = [p.truncated for p in pairs]
+        arrived = time.monotonic() if arrived is None else arrived
+        estimate = self.scheduler.arrive(len(documents))
+        try:
+            start = time.perf_counter()
+            pairs = await loop.run_in_executor(self._tokenize_pool, self.model.encoder.encode, query, list(documents))
+            if max_document_tokens is not None:
+                pairs = self._truncate(pairs, max_document_tokens)
+            tokenize_seconds = time.perf_counter() - start
+            self.metrics.tokenize_duration.observe(tokenize_seconds)
+            self._check_lengths(pairs)
+            if deadline is not None and deadline.expired():
+                raise deadline.error()
+            if self.shared_prefix:
+                rows, keep_cache = [p.document_ids for p in pairs], keep > 0 and self.reasoning
+                work = RequestWork(rows, pairs[0].prefix_ids, deadline, keep_cache)
+            else:
+                work = RequestWork([p.input_ids for p in pairs], None, deadline)
+            self.scheduler.submit(work)
+        finally:
+            self.scheduler.arrival_done(estimate)
+        return ScoreRun(self, work, pairs, tokenize_seconds, keep if self.reasoning else 0, arrived)
+
+    async def score(self, query: str, documents: Sequence[str], deadline: Deadline | None = None,
+                    explain: int | None = None, arrived: float | None = None,
+                    max_document_tokens: int | None = None) -> ScoreOutcome:  # fmt: skip
+        """Grade every document; with `explain`, also the explanations of the `explain` best."""
+        run = await self.start(query, documents, deadline, explain or 0, arrived, max_document_tokens)
+        try:
+            async for _ in run.scores():
+                pass
+            explanations: dict[int, list[str]] = {}
+            if explain:
+                chosen = run.best(explain)
+                explanations = {i: [] for i in chosen}
+                async for index, text in run.explain(chosen):
+                    explanations[index].append(text)
+        finally:
+            run.close()
         return ScoreOutcome(
-            results=grade_results(out.logits, self.values),
-            truncated=truncated,
-            usage={
-                "prompt_tokens": sum(len(p.prefix_ids) + len(p.document_ids) for p in pairs),
-                "truncated_documents": sum(truncated),
-            },
-            tokenize_seconds=tokenize_seconds,
-            queue_seconds=out.queue_seconds,
-            inference_seconds=out.inference_seconds,
+            results=list(run.results),
+            truncated=run.truncated,
+            usage=run.usage,
+            explanations={i: "".join(parts) for i, parts in explanations.items()},
+            tokenize_seconds=run.tokenize_seconds,
+            queue_seconds=run.queue_seconds,
+            inference_seconds=run.inference_seconds,
         )
+
+    def retry_after_s(self) -> int:
+        return self.scheduler.retry_after_s()
+
+    def _truncate(self, pairs: list[EncodedPair], limit: int) -> list[EncodedPair]:
+        """A per-request document limit below the server's (Cohere's max_tokens_per_doc)."""
+        if limit >= self.model.encoder.max_document_tokens:
+            return pairs
+        suffix = len(self.model.encoder.suffix_ids)
+        out = []
+        for p in pairs:
+            document = p.document_ids[: len(p.document_ids) - suffix]
+            if len(document) > limit:
+                p = EncodedPair(p.prefix_ids, document[:limit] + p.document_ids[len(document) :], True)
+            out.append(p)
+        return out
 
     def _check_lengths(self, pairs: Sequence[EncodedPair]) -> None:
         longest = max(len(p.prefix_ids) + len(p.document_ids) for p in pairs)
@@ -223,25 +255,50 @@ class ScoringEngine:
                 f"{self.max_sequence_length}: shorten the query"
             )
 
+    # ---- warmup --------------------------------------------------------------------------------
+
     def warmup_lengths(self) -> list[int]:
-        """Padded lengths a request can produce, for a query of up to WARMUP_QUERY_TOKENS tokens."""
+        """Padded lengths the score graph can see: full prompts, or document parts on the shared prefix."""
         (empty,) = self.model.encoder.encode("", [""])
-        shortest = len(empty.input_ids)
-        longest = shortest + self.model.encoder.max_document_tokens + WARMUP_QUERY_TOKENS
-        buckets = shape_buckets(shortest, longest)
-        return [n for n in buckets if n <= self.max_sequence_length] or [self.max_sequence_length]
+        if self.shared_prefix:
+            shortest = len(empty.document_ids)
+            longest = shortest + self.model.encoder.max_document_tokens
+            limit = self.max_sequence_length - len(empty.prefix_ids)
+        else:
+            shortest = len(empty.input_ids)
+            longest = shortest + self.model.encoder.max_document_tokens + WARMUP_QUERY_TOKENS
+            limit = self.max_sequence_length
+        return [n for n in shape_buckets(shortest, longest) if n <= limit] or [limit]
 
     def warmup(self) -> list[int]:
-        """Run every shape bucket once so the first real requests meet no cold start; returns the lengths."""
+        """Run every shape bucket once (and capture CUDA graphs) before the service reports ready."""
         (pair,) = self.model.encoder.encode("warmup query", ["warmup document"])
-        base = pair.input_ids
+        backend, pad_id = self.model.backend, self.model.pad_id
         lengths = self.warmup_lengths()
+        base = pair.document_ids if self.shared_prefix else pair.input_ids
         rows = [(base * (n // len(base) + 1))[-n:] for n in lengths]  # real tokens, full length
+        shapes = [(1, n) for n in lengths]
+        if getattr(backend, "cuda_graphs", None) is not None:
+            shapes = cuda_graph_shapes(lengths, self.settings.max_batch_tokens)
         start = time.perf_counter()
-        self.batcher.warmup(rows)
-        logger.info("warmed %d shape buckets (%s tokens) in %.2f s", len(rows), lengths, time.perf_counter() - start)
+
+        def run_all() -> None:
+            prefix = backend.prefix_cache(np.asarray([pair.prefix_ids])) if self.shared_prefix else None
+            for batch, length in shapes:
+                input_ids, attention_mask = left_pad([rows[lengths.index(length)]] * batch, pad_id)
+                if prefix is None:
+                    backend.label_logits(input_ids, attention_mask)
+                    continue
+                _, cache = backend.score_with_prefix(prefix, input_ids, attention_mask, self.reasoning)
+                if self.reasoning and batch == 1:
+                    past = join(prefix, [cache])
+                    for _ in range(WARMUP_DECODE_STEPS):
+                        _, past = backend.decode(np.asarray([[self.model.eos_id]]), past)
+
+        self.scheduler.warmup(run_all)
+        logger.info("warmed %d shapes (lengths %s) in %.2f s", len(shapes), lengths, time.perf_counter() - start)
         return lengths
 
     def close(self) -> None:
-        self.batcher.close()
+        self.scheduler.close()
         self._tokenize_pool.shutdown(wait=False, cancel_futures=True)

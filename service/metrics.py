@@ -2,9 +2,8 @@
 
 No module-level collectors: every `create_app` gets its own registry, so
 many apps can live in one process (tests) without duplicate-name errors.
-Not yet recorded, because the features do not exist in this build:
-`afrl_time_to_first_reasoning_token_seconds` (reasoning) and
-`afrl_prefix_tokens_saved_total` (shared-prefix KV cache).
+Beyond DESIGN's list: `afrl_queue_tokens` (padded tokens waiting, the other
+bound of admission) and `afrl_reasoning_tokens_total` (explanation tokens decoded).
 """
 
 from __future__ import annotations
@@ -55,7 +54,19 @@ class ServiceMetrics:
         self.padding_ratio = Histogram(
             "afrl_padding_ratio", "share of pad tokens in one forward pass", buckets=RATIO_BUCKETS, registry=r
         )
+        self.time_to_first_reasoning_token = Histogram(
+            "afrl_time_to_first_reasoning_token_seconds",
+            "request arrival to the first decoded explanation token", buckets=LATENCY_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.prefix_tokens_saved = Counter(
+            "afrl_prefix_tokens_saved", "shared-prefix tokens not recomputed thanks to the prefix KV cache",
+            registry=r,
+        )  # fmt: skip
+        self.reasoning_tokens = Counter(
+            "afrl_reasoning_tokens", "explanation tokens decoded", registry=r
+        )
         self.queue_depth = Gauge("afrl_queue_depth", "requests admitted and not yet answered", registry=r)
+        self.queue_tokens = Gauge("afrl_queue_tokens", "padded tokens waiting for the model", registry=r)
         self.requests_rejected = Counter(
             "afrl_requests_rejected", "requests refused, by reason", ["reason"], registry=r
         )

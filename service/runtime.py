@@ -35,11 +35,18 @@ class ServiceRuntime:
         self.load_error: str | None = None
         self.on_load_failure: Callable[[str], None] | None = None
         self._ready = False
+        self.draining = False  # SIGTERM received: not ready, in-flight work finishes
         self._task: asyncio.Task | None = None
 
     @property
-    def ready(self) -> bool:
+    def serving(self) -> bool:
+        """Loaded and warmed: requests are served (also while draining)."""
         return self._ready and self.engine is not None
+
+    @property
+    def ready(self) -> bool:
+        """What /health/ready reports: serving, and not shutting down."""
+        return self.serving and not self.draining
 
     def start(self) -> None:
         """Begin loading and warming the model in the background."""
@@ -56,7 +63,8 @@ class ServiceRuntime:
         engine = None
         try:
             model = await asyncio.to_thread(load_artifact, self.settings, self.backend_factory)
-            engine = ScoringEngine(model, self.settings.max_batch_tokens, self.metrics)
+            engine = ScoringEngine(model, self.settings.max_batch_tokens, self.metrics, self.settings)
+            engine.start_background()
             await asyncio.to_thread(engine.warmup)
         except Exception as e:  # any failure is reported, never left as an unhandled task error
             if engine is not None:

@@ -44,18 +44,44 @@ class ServiceSettings(BaseSettings):
         8192, ge=1, description="padded tokens (rows x length) in one forward pass; a longer single row runs alone"
     )
     max_wait_ms: float = Field(
-        2.0, ge=0, description="how long a cross-request batcher may wait to fill a batch "
-        "(reserved: this build batches within a request only)"
+        2.0, ge=0, description="how long the batcher holds a batch open for requests still being tokenized, "
+        "so they can share its forward pass (never waits when nothing is arriving)"
     )
-    max_queue: int = Field(256, ge=1, description="requests admitted at once; more are refused with 429")
+    max_queue: int = Field(256, ge=1, description="requests admitted at once (queued or running); more get 429")
+    max_queue_tokens: int = Field(
+        65536, ge=1, description="padded tokens waiting for the model across requests; a request that would "
+        "pass it gets 429 with Retry-After (a request is always admitted into an empty queue)"
+    )
+    shared_prefix: bool = Field(
+        True, description="score with the 'prefix' + 'score_prefix' graphs when the artifact has them: the "
+        "guideline + query prefix runs once per request; false: always the plain 'score' graph"
+    )
+    max_new_tokens: int = Field(256, ge=1, description="longest explanation decoded per document, in tokens")
+    max_reasoning_documents: int = Field(
+        32, ge=1, description="most documents explained in one request (reasoning: true or top_k); more: 413"
+    )
     api_key: SecretStr | None = Field(
-        None, description="when set, /v1/* and /info need 'Authorization: Bearer KEY' or 'x-api-key: KEY'"
+        None, description="when set, /v1/*, /v2/* and /info need 'Authorization: Bearer KEY' or 'x-api-key: KEY'"
     )
     providers: str = Field(
-        "CPUExecutionProvider", description="ONNX Runtime execution providers, comma-separated, in priority order"
+        "auto", description="ONNX Runtime execution providers, comma-separated, in priority order; 'auto': "
+        "CUDAExecutionProvider then CPUExecutionProvider when onnxruntime-gpu is installed, else CPU"
+    )
+    cuda_device_id: int = Field(0, ge=0, description="GPU used by CUDAExecutionProvider")
+    cuda_graphs: bool = Field(
+        False, description="CUDA only: capture the score graph as CUDA graphs, one per (rows, length) bucket, "
+        "all captured during warmup"
     )
     intra_op_threads: int | None = Field(
         None, ge=1, description="ONNX Runtime intra-op threads; unset: onnxruntime's default (all cores)"
+    )
+    tokenize_workers: int | None = Field(
+        None, ge=1, description="threads tokenizing requests (overlapping inference); unset: min(4, CPU cores)"
+    )
+    access_log: bool = Field(False, description="log one line per request (uvicorn's access log)")
+    grace_period_s: float = Field(
+        30.0, ge=0, description="on SIGTERM: stop accepting, let in-flight requests finish for at most this "
+        "long, then exit"
     )
 
     @field_validator("providers")

@@ -1,5 +1,12 @@
 """Losses: small pure functions over tensors, each tested against hand values.
 
+    completion_nll          SFT: weighted next-token NLL of the completion (optionally restricted vocabulary)
+    group_step_advantages   Stepwise-GRPO: rewards (N, S) -> advantages normalised per group and per step
+    step_token_advantages   each token gets its step's advantage, every step weighted alike
+    clipped_policy_loss     PPO-clipped surrogate, token mean per sequence (TRL loss_type="grpo")
+    mode_balanced_loss      policy loss + lambda x expert NLL
+    label_kl                distillation: KL(teacher || student) over the grade labels at the first position
+
 `completion_nll` is the SFT loss. Its softmax may run over a subset of the
 vocabulary (the tokens that occur in the training completions): on 2 CPU
 cores the full 151,936-row projection costs ~5x the rest of the step for a
@@ -40,3 +47,83 @@ def completion_nll(
             raise ValueError("a target token is missing from vocab_subset")
     nll = F.cross_entropy(logits.float(), local, reduction="none")  # (N,)
     return (nll * weights).sum() / weights.sum()
+
+
+# Stepwise-GRPO and mode-balanced optimisation --------------------------------
+#
+# Shapes: G completions per prompt, N = prompts x G rows, S steps per completion
+# (training.rewards.STEP_NAMES), T completion tokens (right-padded).
+
+
+def group_step_advantages(rewards: torch.Tensor, group_size: int, eps: float = 1e-4) -> torch.Tensor:
+    """Advantages normalised within each group, separately for every step.
+
+    rewards: (N, S), rows ordered group by group (G consecutive rows share a prompt)
+    returns: (N, S) with A[i, s] = (r[i, s] - mean_g r[:, s]) / (std_g r[:, s] + eps),
+        std unbiased as in TRL; a step on which the whole group earned the same reward gets 0.
+    """
+    n, s = rewards.shape
+    if group_size < 2 or n % group_size:
+        raise ValueError(f"{n} rows do not split into groups of {group_size} (need group_size >= 2)")
+    grouped = rewards.float().view(n // group_size, group_size, s)  # (P, G, S)
+    mean = grouped.mean(dim=1, keepdim=True)
+    std = grouped.std(dim=1, keepdim=True)
+    return ((grouped - mean) / (std + eps)).view(n, s)
+
+
+def step_token_advantages(
+    step_advantages: torch.Tensor, step_ids: torch.Tensor, mask: torch.Tensor, step_weights: torch.Tensor
+) -> torch.Tensor:
+    """Each token gets its step's advantage, scaled so every step weighs the same in the loss.
+
+    step_advantages: (N, S); step_ids: (N, T) long, the step of each token; mask: (N, T) 1 on real tokens;
+    step_weights: (S,) relative weight of each step.
+    returns: (N, T) advantages. With a per-sequence token-mean loss (`clipped_policy_loss`, TRL's
+        loss_type="grpo") a row's loss becomes sum_s w_s * mean_{t in s} loss_t / sum_{s present} w_s:
+        the one grade token weighs as much as the ~15 tokens of a section, instead of 1/60 of the row.
+    """
+    mask = mask.float()
+    s = step_advantages.shape[1]
+    per_token = step_advantages.gather(1, step_ids)  # (N, T)
+    onehot = torch.nn.functional.one_hot(step_ids, s).float() * mask[..., None]  # (N, T, S)
+    counts = onehot.sum(dim=1)  # (N, S) tokens per step
+    weights = step_weights.float()[None].expand_as(counts)
+    present = (weights * (counts > 0)).sum(dim=1, keepdim=True).clamp(min=1e-12)  # (N, 1)
+    token_count = mask.sum(dim=1, keepdim=True)  # (N, 1)
+    scale = weights.gather(1, step_ids) * token_count / (counts.gather(1, step_ids).clamp(min=1) * present)
+    return per_token * scale * mask
+
+
+def clipped_policy_loss(
+    logps: torch.Tensor, old_logps: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor, clip_eps: float = 0.2
+) -> torch.Tensor:
+    """PPO-clipped surrogate, token mean per sequence, then mean over sequences (TRL loss_type="grpo").
+
+    logps, old_logps, advantages, mask: (N, T). On-policy (old = logps.detach()) the ratio is 1
+    and the gradient is -mean(A * grad log pi).
+    """
+    mask = mask.float()
+    ratio = torch.exp(logps - old_logps)
+    clipped = torch.clamp(ratio, 1 - clip_eps, 1 + clip_eps)
+    per_token = -torch.min(ratio * advantages, clipped * advantages)  # (N, T)
+    return ((per_token * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1)).mean()
+
+
+def mode_balanced_loss(policy_loss: torch.Tensor, expert_nll: torch.Tensor, lam: float) -> torch.Tensor:
+    """Mode-Balanced Optimisation: the RL objective plus lambda x the SFT NLL of an expert batch."""
+    return policy_loss + lam * expert_nll
+
+
+def label_kl(student_label_logits: torch.Tensor, teacher_probs: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """First-token distillation: KL(teacher || student) over the K grade labels, mean over rows.
+
+    student_label_logits: (N, K) logits of the label tokens only (renormalised here, as serving does);
+    teacher_probs: (N, K) the teacher's label distribution. Scaled by T^2 (Hinton et al.) so the
+    gradient size does not depend on the temperature.
+    """
+    log_student = torch.log_softmax(student_label_logits.float() / temperature, dim=-1)
+    teacher = teacher_probs.float()
+    if temperature != 1.0:
+        teacher = torch.softmax(torch.log(teacher.clamp(min=1e-12)) / temperature, dim=-1)
+    kl = (teacher * (torch.log(teacher.clamp(min=1e-12)) - log_student)).sum(dim=-1)
+    return kl.mean() * temperature**2

@@ -7,9 +7,11 @@ on 2 CPU cores the cost is the LM head, and the loop computes head logits
 only at completion positions and, optionally, only over the completion
 vocabulary (`training.losses.completion_nll`), which is ~5x faster per step
 than the trainer's full-vocabulary logits at every position. Real-size runs
-(issue: full method) go through TRL.
+go through TRL's SFTTrainer with the same completion-only objective
+(`training.trl_sft`, `afrl train sft --engine trl`).
 
-Run it through the pipeline: `afrl train pipeline --preset ci --out runs/ci`.
+Run it through the pipeline (`afrl train pipeline --preset tiny --out runs/tiny`)
+or alone (`afrl train sft --out CKPT`).
 """
 
 from __future__ import annotations
@@ -82,14 +84,10 @@ def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def sft_loss(
-    model: torch.nn.Module,
-    batch: SFTBatch,
-    vocab_subset: torch.Tensor | None,
-    grade_weight: float,
-    shared_prefix: torch.Tensor | None = None,
+def completion_hidden(
+    model: torch.nn.Module, batch: SFTBatch, shared_prefix: torch.Tensor | None = None
 ) -> torch.Tensor:
-    """Weighted completion NLL of one batch.
+    """(N, H) final hidden states of the positions that predict `batch.targets`.
 
     shared_prefix: (P,) token ids that precede every row of `batch` (the system
     turn). They run once, batch size 1, and their KV cache is repeated for the
@@ -102,10 +100,11 @@ def sft_loss(
     else:
         b, r = batch.input_ids.shape
         p = shared_prefix.shape[0]
+        device = batch.input_ids.device
         cache = decoder(input_ids=shared_prefix[None], use_cache=True).past_key_values  # (1, heads, P, d) per layer
         cache.batch_repeat_interleave(b)  # (B, heads, P, d)
-        mask = torch.cat([torch.ones((b, p), dtype=batch.attention_mask.dtype), batch.attention_mask], dim=1)
-        positions = torch.arange(p, p + r)
+        mask = torch.cat([torch.ones((b, p), dtype=batch.attention_mask.dtype, device=device), batch.attention_mask], 1)
+        positions = torch.arange(p, p + r, device=device)
         hidden = decoder(
             input_ids=batch.input_ids,  # (B, R) right-padded rest of each sequence
             attention_mask=mask,  # (B, P + R)
@@ -114,9 +113,24 @@ def sft_loss(
             cache_position=positions,
         ).last_hidden_state  # (B, R, H)
     rows, cols = batch.target_positions[:, 0], batch.target_positions[:, 1]
-    selected = hidden[rows, cols]  # (N, H)
+    return hidden[rows, cols]  # (N, H)
+
+
+def sft_loss(
+    model: torch.nn.Module,
+    batch: SFTBatch,
+    vocab_subset: torch.Tensor | None,
+    grade_weight: float,
+    shared_prefix: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Weighted completion NLL of one batch (see `completion_hidden` for the shared prefix)."""
+    selected = completion_hidden(model, batch, shared_prefix)  # (N, H)
     weights = torch.where(batch.is_grade, grade_weight, 1.0)
     return completion_nll(selected, model.get_output_embeddings().weight, batch.targets, weights, vocab_subset)
+
+
+LossFn = Callable[[torch.nn.Module, SFTBatch, Sequence[SFTSequence], "torch.Tensor | None", "torch.Tensor | None"],
+                  torch.Tensor]
 
 
 def train_sft(
@@ -126,12 +140,22 @@ def train_sft(
     config: SFTConfig,
     pad_id: int,
     progress: Callable[[str], None] | None = None,
+    loss_fn: LossFn | None = None,
+    vocab: torch.Tensor | None = None,
 ) -> SFTResult:
-    """Train in place for `config.steps` steps; returns the loss curve."""
+    """Train in place for `config.steps` steps; returns the loss curve.
+
+    loss_fn(model, batch, chunk, vocab_subset, shared_prefix): another objective on the same
+    batches (distillation adds a first-token KL); default `sft_loss`. vocab: the completion
+    vocabulary when the caller has a wider one (default: the tokens of `sequences`).
+    """
     rng = random.Random(config.seed)
     torch.manual_seed(config.seed)
-    vocab = completion_vocab(sequences, labels) if config.restrict_vocab else None
-    prefix = torch.tensor(common_prefix(sequences)) if config.share_prefix else None
+    device = next(model.parameters()).device
+    if config.restrict_vocab and vocab is None:
+        vocab = completion_vocab(sequences, labels)
+    vocab = vocab.to(device) if config.restrict_vocab else None
+    prefix = torch.tensor(common_prefix(sequences), device=device) if config.share_prefix else None
     skip = 0 if prefix is None else len(prefix)
     if prefix is not None and skip == 0:
         prefix = None
@@ -148,10 +172,13 @@ def train_sft(
         except StopIteration:
             batches = length_bucketed_batches(sequences, config.batch_size, rng)
             chunk = next(batches)
-        batch = collate(chunk, pad_id, config.max_completion_tokens, skip_prefix=skip)
+        batch = collate(chunk, pad_id, config.max_completion_tokens, skip_prefix=skip).to(device)
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, config)
-        loss = sft_loss(model, batch, vocab, config.grade_weight, prefix)
+        if loss_fn is None:
+            loss = sft_loss(model, batch, vocab, config.grade_weight, prefix)
+        else:
+            loss = loss_fn(model, batch, chunk, vocab, prefix)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)

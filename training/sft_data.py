@@ -59,6 +59,10 @@ class SFTBatch:
     targets: torch.Tensor  # (N,)
     is_grade: torch.Tensor  # (N,) bool: the first completion token
 
+    def to(self, device: torch.device | str) -> "SFTBatch":
+        return SFTBatch(*(t.to(device) for t in (self.input_ids, self.attention_mask, self.target_positions,
+                                                  self.targets, self.is_grade)))
+
 
 def common_prefix(sequences: Sequence[SFTSequence]) -> list[int]:
     """The longest token prefix that every prompt shares (the system turn with the guideline)."""

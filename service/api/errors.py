@@ -53,8 +53,8 @@ class Unauthorized(ServiceError):
 class QueueFullError(ServiceError):
     status, type = 429, "queue_full"
 
-    def __init__(self, message: str):
-        super().__init__(message, headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
+    def __init__(self, message: str, retry_after_s: int | None = None):
+        super().__init__(message, headers={"Retry-After": str(retry_after_s or RETRY_AFTER_SECONDS)})
 
 
 class NotReady(ServiceError):
@@ -63,6 +63,12 @@ class NotReady(ServiceError):
 
 class DeadlineExceededError(ServiceError):
     status, type = 504, "deadline_exceeded"
+
+
+class ClientDisconnected(ServiceError):
+    """The client went away before the answer; nobody reads this response (nginx's 499)."""
+
+    status, type = 499, "client_closed_request"
 
 
 class InternalError(ServiceError):

@@ -1,6 +1,7 @@
 """HTTP routes: thin wrappers that parse, delegate and answer.
 
-    POST /v1/score     grades (service.api.serving)
+    POST /v1/score     grades (service.api.serving), or an event stream (service.api.streaming)
+    POST /v1/rerank    Cohere/Jina rerank (service.api.serving_rerank); /v2/rerank the same
     GET  /health/live  the process answers
     GET  /health/ready the model is loaded and warmed (503 before)
     GET  /metrics      Prometheus text
@@ -13,19 +14,28 @@ import time
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 from pydantic import BaseModel
 
 from service.api.auth import require_api_key
 from service.api.body import read_json
 from service.api.errors import NotReady
-from service.api.schemas import InfoResponse, LabelInfo, LimitsInfo, ScoreRequest, ScoreResponse
-from service.api.serving import ready_engine, serve_score
+from service.api.schemas import (
+    InfoResponse,
+    LabelInfo,
+    LimitsInfo,
+    RerankRequest,
+    RerankResponse,
+    ScoreRequest,
+    ScoreResponse,
+)
+from service.api.serving import ready_engine, refuse_early, serve_score
+from service.api.serving_rerank import serve_rerank
+from service.api.streaming import serve_score_stream
 from service.metrics import CONTENT_TYPE
 from service.runtime import ServiceRuntime
 
 router = APIRouter()
-
 
 
 def _inline_schema(model: type[BaseModel]) -> dict[str, Any]:
@@ -46,9 +56,8 @@ def _inline_schema(model: type[BaseModel]) -> dict[str, Any]:
     return inline(schema)
 
 
-_SCORE_BODY = {
-    "requestBody": {"required": True, "content": {"application/json": {"schema": _inline_schema(ScoreRequest)}}}
-}
+def _body(model: type[BaseModel]) -> dict[str, Any]:
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": _inline_schema(model)}}}}
 
 
 def _runtime(request: Request) -> ServiceRuntime:
@@ -60,13 +69,42 @@ def _runtime(request: Request) -> ServiceRuntime:
     dependencies=[Depends(require_api_key)],
     response_model=ScoreResponse,
     response_model_exclude_none=True,
-    openapi_extra=_SCORE_BODY,
+    openapi_extra=_body(ScoreRequest),
 )
-async def score(request: Request) -> JSONResponse:
+async def score(request: Request) -> Response:
     arrived = time.monotonic()
     runtime = _runtime(request)
+    refuse_early(runtime)
     body = await read_json(request, ScoreRequest, runtime.settings.max_request_bytes)
-    return await serve_score(runtime, body, arrived)
+    if body.stream:
+        return await serve_score_stream(runtime, body, arrived, request)
+    return await serve_score(runtime, body, arrived, request)
+
+
+async def _rerank(request: Request, api_version: str) -> Response:
+    arrived = time.monotonic()
+    runtime = _runtime(request)
+    refuse_early(runtime)
+    body = await read_json(request, RerankRequest, runtime.settings.max_request_bytes)
+    return await serve_rerank(runtime, body, arrived, request, api_version)
+
+
+_RERANK = dict(
+    dependencies=[Depends(require_api_key)],
+    response_model=RerankResponse,
+    response_model_exclude_none=True,
+    openapi_extra=_body(RerankRequest),
+)
+
+
+@router.post("/v1/rerank", **_RERANK)
+async def rerank_v1(request: Request) -> Response:
+    return await _rerank(request, "1")
+
+
+@router.post("/v2/rerank", **_RERANK)
+async def rerank_v2(request: Request) -> Response:
+    return await _rerank(request, "2")
 
 
 @router.get("/health/live")
@@ -76,9 +114,13 @@ async def live() -> dict[str, str]:
 
 @router.get("/health/ready")
 async def ready(request: Request) -> dict[str, str]:
-    engine = ready_engine(_runtime(request))
+    runtime = _runtime(request)
+    if runtime.draining:
+        raise NotReady("shutting down: finishing in-flight requests")
+    engine = ready_engine(runtime)
     try:
         engine.model.backend.health()
+        engine.scheduler.health()
     except Exception as e:
         raise NotReady(f"backend unhealthy: {e}") from None
     return {"status": "ready"}
@@ -105,6 +147,13 @@ async def info(request: Request) -> InfoResponse:
             max_request_bytes=s.max_request_bytes,
             max_batch_tokens=s.max_batch_tokens,
             max_queue=s.max_queue,
+            max_queue_tokens=s.max_queue_tokens,
+            max_wait_ms=s.max_wait_ms,
             max_sequence_length=manifest.max_sequence_length,
+            max_new_tokens=s.max_new_tokens,
+            max_reasoning_documents=s.max_reasoning_documents,
         ),
+        reasoning=engine.reasoning,
+        shared_prefix=engine.shared_prefix,
+        providers=list(getattr(engine.model.backend, "providers", [])),
     )

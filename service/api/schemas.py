@@ -27,14 +27,22 @@ class ReasoningOptions(BaseModel):
 
 
 class ScoreRequest(BaseModel):
-    """`POST /v1/score`: grade every document against the query."""
+    """`POST /v1/score`: grade every document against the query.
+
+    `reasoning: true` explains every returned document (all, or the `top_n` best);
+    `reasoning: {"top_k": k}` the k best. With `stream: true` the answer is an
+    event stream: a `score` event per document (every document: `top_n` only
+    picks what `reasoning: true` explains), then `reasoning` deltas, then `done`.
+    """
 
     model_config = ConfigDict(extra="ignore")
 
     query: StrictStr
     documents: list[StrictStr | DocumentIn]
     top_n: StrictInt | None = Field(None, ge=1, description="return only the best n, best first")
-    timeout_ms: StrictInt | None = Field(None, gt=0, description="give up (504) if compute has not started by then")
+    timeout_ms: StrictInt | None = Field(
+        None, gt=0, description="give up (504) if some scoring has not started by then; explanations are not timed"
+    )
     reasoning: StrictBool | ReasoningOptions = False
     stream: StrictBool = False
 
@@ -73,6 +81,15 @@ class ScoreRequest(BaseModel):
     def wants_reasoning(self) -> bool:
         return self.reasoning is not False
 
+    def explain_count(self) -> int:
+        """How many of the best documents to explain (0: none)."""
+        n = len(self.documents)
+        if self.reasoning is False:
+            return 0
+        if self.reasoning is True:
+            return min(n, self.top_n) if self.top_n is not None else n
+        return min(n, self.reasoning.top_k)
+
 
 class ScoreResult(BaseModel):
     index: int = Field(description="position of the document in the request")
@@ -81,6 +98,7 @@ class ScoreResult(BaseModel):
     probs: list[float] = Field(description="probability of each grade, in the order of the label set")
     score: float = Field(description="expected grade scaled to [0, 1]")
     truncated: bool | None = Field(None, description="present and true when the document was cut to fit")
+    reasoning: str | None = Field(None, description="the explanation, for the documents explained")
 
 
 class ScoreUsage(BaseModel):
@@ -92,6 +110,108 @@ class ScoreResponse(BaseModel):
     model: str
     results: list[ScoreResult]
     usage: ScoreUsage
+
+
+class ReasoningEvent(BaseModel):
+    """SSE `reasoning` event: the next piece of one document's explanation."""
+
+    index: int
+    delta: str
+
+
+class DoneEvent(BaseModel):
+    """SSE `done` event: the stream is complete."""
+
+    model: str
+    usage: ScoreUsage
+
+
+class ErrorBody(BaseModel):
+    type: str
+    message: str
+
+
+class RerankDocument(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    text: StrictStr
+
+
+class RerankRequest(BaseModel):
+    """`POST /v1/rerank`, `/v2/rerank`: Cohere/Jina-compatible; unknown fields are ignored."""
+
+    model_config = ConfigDict(extra="ignore", protected_namespaces=())
+
+    model: StrictStr | None = Field(None, description="accepted and ignored: one model is served")
+    query: StrictStr
+    documents: list[StrictStr | RerankDocument]
+    top_n: StrictInt | None = Field(None, ge=1, description="return only the best n")
+    return_documents: StrictBool | None = Field(None, description="echo each document's text (default false)")
+    max_tokens_per_doc: StrictInt | None = Field(
+        None, ge=1, description="truncate documents to this many tokens (never above the server's limit)"
+    )
+    timeout_ms: StrictInt | None = Field(None, gt=0, description="give up (504) if scoring has not started by then")
+
+    @field_validator("query")
+    @classmethod
+    def _query_not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must be a non-empty string")
+        return value
+
+    @field_validator("documents", mode="before")
+    @classmethod
+    def _documents_shape(cls, value: Any) -> Any:
+        if not isinstance(value, list) or not value:
+            raise ValueError('must be a non-empty list of documents, each a string or an object {"text": string}')
+        for i, item in enumerate(value):
+            if not (isinstance(item, str) or (isinstance(item, dict) and isinstance(item.get("text"), str))):
+                raise ValueError(f'item {i} must be a string or an object {{"text": string}}, got {_json_type(item)}')
+        return value
+
+    def texts(self) -> list[str]:
+        return [d if isinstance(d, str) else d.text for d in self.documents]
+
+
+class RerankDocumentOut(BaseModel):
+    text: str
+
+
+class RerankResult(BaseModel):
+    index: int
+    relevance_score: float = Field(description="the afrl score: expected grade scaled to [0, 1]")
+    document: RerankDocumentOut | None = None
+
+
+class ApiVersion(BaseModel):
+    version: str
+
+
+class RerankTokens(BaseModel):
+    input_tokens: int
+
+
+class RerankMeta(BaseModel):
+    """Cohere's `meta`."""
+
+    api_version: ApiVersion
+    tokens: RerankTokens
+    warnings: list[str] | None = None
+
+
+class RerankUsage(BaseModel):
+    """Jina's `usage`."""
+
+    prompt_tokens: int
+    total_tokens: int
+
+
+class RerankResponse(BaseModel):
+    id: str
+    model: str
+    results: list[RerankResult]
+    meta: RerankMeta
+    usage: RerankUsage
 
 
 class LabelInfo(BaseModel):
@@ -106,7 +226,11 @@ class LimitsInfo(BaseModel):
     max_request_bytes: int
     max_batch_tokens: int
     max_queue: int
+    max_queue_tokens: int
+    max_wait_ms: float
     max_sequence_length: int
+    max_new_tokens: int
+    max_reasoning_documents: int
 
 
 class InfoResponse(BaseModel):
@@ -114,8 +238,10 @@ class InfoResponse(BaseModel):
     prompt_version: str
     labels: LabelInfo
     limits: LimitsInfo
-    reasoning: bool = False
-    stream: bool = False
+    reasoning: bool = Field(False, description="explanations available (the artifact has a decode graph)")
+    stream: bool = True
+    shared_prefix: bool = Field(False, description="the prefix is computed once per request (prefix graphs)")
+    providers: list[str] = Field(default_factory=list)
 
 
 def _json_type(value: Any) -> str:

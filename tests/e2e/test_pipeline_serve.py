@@ -10,20 +10,10 @@ import sys
 import httpx
 
 from afrl.manifest import load_manifest
+from loadtest.bench_latency import DOCUMENTS
 from loadtest.server_process import running_server
 
-DOCS = [
-    "Spigen slim case for Samsung Galaxy S23, black",
-    "Samsung Galaxy S23 smartphone 128GB, phantom black",
-    "Compatible with Samsung: 25W USB-C fast charger",
-    "Stainless steel electric kettle 1.7 l",
-    "Samsong Galaxi S23 phone cover, black",
-    "Men's running shoes, size 42",
-    "Samsung Galaxy S23 clear case",
-    "Refurbished Samsung Galaxy S23",
-    "Leather wallet case for Samsung Galaxy S22",
-    "Garnier Conditioner, 250ml, Pack of 3",
-]
+DOCS = DOCUMENTS
 
 
 def afrl(*args: str, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
@@ -35,10 +25,11 @@ def afrl(*args: str, env: dict | None = None, timeout: float = 300) -> subproces
 
 def test_pipeline_writes_checkpoint_artifact_and_report(ci_run):
     out, report = ci_run
-    for name in ("report.json", "sft_loss.png", "checkpoint/afrl.json", "checkpoint/config.json",
+    for name in ("report.json", "sft_loss.png", "afrl-ci-tiny-qwen3/afrl.json", "afrl-ci-tiny-qwen3/config.json",
                  "data/train.jsonl", "data/test.jsonl", "artifact/score.onnx"):
         assert (out / name).is_file(), name
     manifest = load_manifest(out / "artifact")
+    assert manifest.model_name == "afrl-ci-tiny-qwen3"
     assert manifest.labels.values == [0, 1, 2, 3, 4]
     assert manifest.parity["max_abs_diff"] <= 1e-4
     test = report["test"]
@@ -50,7 +41,7 @@ def test_pipeline_writes_checkpoint_artifact_and_report(ci_run):
 def test_served_artifact_scores_ten_documents_and_survives_bad_input(ci_run, tmp_path):
     out, _ = ci_run
     with running_server(out / "artifact", log_path=tmp_path / "server.log") as url:
-        good = {"query": "samsung galaxy s23 case", "documents": DOCS}
+        good = {"query": "white samsung galaxy buds2 earbuds", "documents": DOCS}
         r = httpx.post(f"{url}/v1/score", json=good, timeout=30)
         assert r.status_code == 200, r.text
         body = r.json()

@@ -1,8 +1,15 @@
-"""Tiny random checkpoints with the real Qwen3 tokenizer, and artifacts exported from them once per session."""
+"""Tiny random checkpoints with the real Qwen3 tokenizer, and artifacts exported from them once per session.
+
+The torch -> ONNX export is the slow step (~5 s a graph, whatever the size),
+so each FP32 graph of a checkpoint is exported once per session
+(`_reuse_fp32_exports`): the fp16 and int8 artifacts convert those same FP32
+graphs, as export_artifact would after exporting them again.
+"""
 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -10,6 +17,7 @@ import torch
 from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM, Qwen3Config, Qwen3ForCausalLM
 
 from afrl.tokenizer_files import qwen3_tokenizer_dir
+from export import artifact as artifact_module
 from export.artifact import export_artifact
 from export_testlib import GUIDELINE, VOCAB
 
@@ -24,6 +32,27 @@ def save_tiny_checkpoint(folder: Path, model: torch.nn.Module, afrl: dict | None
     if afrl is not None:
         (folder / "afrl.json").write_text(json.dumps(afrl))
     return folder
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _reuse_fp32_exports(tmp_path_factory):
+    """Export each (checkpoint, graph) to FP32 once per session; later calls copy the file."""
+    cache_dir = tmp_path_factory.mktemp("fp32-exports")
+    real = artifact_module.export_graph
+    done: dict[tuple, Path] = {}
+
+    def cached(name, model, label_token_ids, path, **kw):
+        key = (model.config._name_or_path, name, tuple(label_token_ids), tuple(sorted(kw.items())))
+        if key not in done:
+            done[key] = real(name, model, label_token_ids, cache_dir / str(len(done)) / Path(path).name, **kw)
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        for file in done[key].parent.iterdir():
+            shutil.copyfile(file, Path(path).parent / file.name)
+        return Path(path)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(artifact_module, "export_graph", cached)
+        yield
 
 
 @pytest.fixture(scope="session")
@@ -50,7 +79,14 @@ def fp32_artifact(qwen3_checkpoint, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def int8_artifact(qwen3_checkpoint, tmp_path_factory) -> Path:
+def fp16_artifact(qwen3_checkpoint, fp32_artifact, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("artifacts") / "qwen3-fp16"
+    export_artifact(qwen3_checkpoint, out, dtype="fp16")
+    return out
+
+
+@pytest.fixture(scope="session")
+def int8_artifact(qwen3_checkpoint, fp32_artifact, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("artifacts") / "qwen3-int8"
     export_artifact(qwen3_checkpoint, out, dtype="int8")
     return out

@@ -46,9 +46,11 @@ def assert_still_serving(client) -> None:
         ({"query": "q", "documents": ["a"], "top_n": 0}, ["top_n"]),
         ({"query": "q", "documents": ["a"], "top_n": "3"}, ["top_n"]),
         ({"query": "q", "documents": ["a"], "timeout_ms": -1}, ["timeout_ms"]),
-        ({"query": "q", "documents": ["a"], "stream": True}, ["stream", "not available"]),
-        ({"query": "q", "documents": ["a"], "reasoning": True}, ["reasoning", "not available"]),
-        ({"query": "q", "documents": ["a"], "reasoning": {"top_k": 2}}, ["reasoning", "not available"]),
+        ({"query": "q", "documents": ["a"], "stream": "yes"}, ["stream"]),
+        ({"query": "q", "documents": ["a"], "reasoning": True}, ["reasoning", "no decode graph"]),
+        ({"query": "q", "documents": ["a"], "reasoning": {"top_k": 2}}, ["reasoning", "no decode graph"]),
+        ({"query": "q", "documents": ["a"], "reasoning": {"top_k": 0}}, ["reasoning"]),
+        ({"query": "q", "documents": ["a"], "stream": True, "reasoning": True}, ["reasoning", "no decode graph"]),
         ([1, 2], ["body"]),
     ],
 )
@@ -161,7 +163,11 @@ def test_deadline_passed_before_compute_is_504_and_skips_the_model(make_client):
         target=lambda: results.update(b=client.post("/v1/score", json={**GOOD, "timeout_ms": 50}))
     )
     late.start()
-    time.sleep(0.3)  # the late request waits behind the blocked one until its deadline passes
+    for _ in range(500):  # the late request waits behind the blocked one...
+        if "afrl_queue_depth 2.0" in client.get("/metrics").text:
+            break
+        time.sleep(0.01)
+    time.sleep(0.2)  # ...until its deadline passes
     backend.gate.set()
     blocker.join(10)
     late.join(10)

@@ -94,10 +94,17 @@ def test_run_raises_artifact_error_when_the_model_cannot_load(tmp_path):
         run(ServiceSettings(model=tmp_path / "nowhere", port=0))
 
 
-def test_api_key_required_on_score_and_info_but_not_health_or_metrics(make_client):
+def test_api_key_required_on_score_rerank_and_info_but_not_health_or_metrics(make_client):
     client, _ = make_client(api_key="s3cret")
-    for path, call in [("/v1/score", lambda **kw: client.post("/v1/score", json=GOOD, **kw)),
-                       ("/info", lambda **kw: client.get("/info", **kw))]:  # fmt: skip
+    rerank = {"query": "water bottle", "documents": DOCS[:2]}
+    calls = {
+        "/v1/score": lambda **kw: client.post("/v1/score", json=GOOD, **kw),
+        "/v1/score stream": lambda **kw: client.post("/v1/score", json={**GOOD, "stream": True}, **kw),
+        "/v1/rerank": lambda **kw: client.post("/v1/rerank", json=rerank, **kw),
+        "/v2/rerank": lambda **kw: client.post("/v2/rerank", json=rerank, **kw),
+        "/info": lambda **kw: client.get("/info", **kw),
+    }
+    for path, call in calls.items():
         missing = call()
         assert missing.status_code == 401, path
         assert missing.json()["error"]["type"] == "unauthorized" and missing.headers["www-authenticate"] == "Bearer"
@@ -124,7 +131,10 @@ def test_metrics_expose_the_afrl_families(shared):
         "afrl_batch_size_bucket",
         "afrl_batch_tokens_sum",
         "afrl_padding_ratio_count",
+        "afrl_time_to_first_reasoning_token_seconds_bucket",
+        "afrl_prefix_tokens_saved_total",
         "afrl_queue_depth 0.0",
+        "afrl_queue_tokens 0.0",
     ):
         assert name in text, name
     tokenized = [ln for ln in text.splitlines() if ln.startswith("afrl_tokenize_duration_seconds_count")]
@@ -148,6 +158,8 @@ def test_info_reports_model_labels_and_limits(make_client):
     limits = info["limits"]
     assert limits["max_documents"] == 50 and limits["max_document_tokens"] == 512
     assert limits["max_batch_tokens"] == 8192 and limits["max_sequence_length"] == 1024
+    assert limits["max_queue_tokens"] == 65536 and limits["max_new_tokens"] == 256
+    assert info["reasoning"] is False and info["shared_prefix"] is False and info["stream"] is True
     assert client.post("/v1/score", json=GOOD).json()["model"] == "renamed"
 
 
@@ -156,7 +168,11 @@ def test_settings_read_the_afrl_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("AFRL_MAX_BATCH_TOKENS", "1234")
     monkeypatch.setenv("AFRL_PROVIDERS", "CUDAExecutionProvider, CPUExecutionProvider")
     monkeypatch.setenv("AFRL_API_KEY", "zz-secret-zz")
+    monkeypatch.setenv("AFRL_MAX_QUEUE_TOKENS", "999")
+    monkeypatch.setenv("AFRL_GRACE_PERIOD_S", "7.5")
     s = ServiceSettings()
+    assert s.max_queue_tokens == 999 and s.grace_period_s == 7.5
+    assert ServiceSettings.model_fields["providers"].default == "auto"
     assert s.model == tmp_path and s.max_batch_tokens == 1234
     assert s.provider_list == ["CUDAExecutionProvider", "CPUExecutionProvider"]
     assert s.api_key.get_secret_value() == "zz-secret-zz" and "zz-secret-zz" not in repr(s)

@@ -1,0 +1,143 @@
+"""Shared-prefix scoring and explanations over tiny ONNX graphs of the afrl/graphs.py contract."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+from service_testkit import CHAIN_TEXT, DOCS, metric_value, parse_sse
+
+QUERY = "insulated water bottle 500ml"
+EXPLANATION = CHAIN_TEXT.removesuffix("<|im_end|>").strip()
+VARIED = [f"{DOCS[i % 10]} " + "more detail " * (i * 3) for i in range(16)]
+
+
+def best(results: list[dict], k: int) -> list[int]:
+    return [r["index"] for r in sorted(results, key=lambda r: (-r["score"], r["index"]))[:k]]
+
+
+def test_the_prefix_runs_once_per_request_and_is_counted(make_client, encoder):
+    client, backend = make_client(prefix=True, max_batch_tokens=256)
+    backend.reset()
+    r = client.post("/v1/score", json={"query": QUERY, "documents": VARIED})
+    assert r.status_code == 200, r.text
+    methods = backend.methods()
+    assert methods.count("prefix") == 1 and methods.count("score_prefix") > 1 and "score" not in methods
+    p = len(encoder().encode_prefix(QUERY))
+    saved = metric_value(client.get("/metrics").text, "afrl_prefix_tokens_saved_total")
+    assert saved == p * (len(VARIED) - 1)
+    info = client.get("/info").json()
+    assert info["shared_prefix"] and info["reasoning"] and info["stream"]
+
+
+def test_scores_are_the_same_alone_and_in_any_batch(make_client):
+    """Within 1e-5 (FP32): alone, in one request, in small micro-batches, merged with other
+    requests, and on the plain score graph versus the shared-prefix graphs."""
+    runs: dict[str, list] = {}
+    for name, kw in {"plain": dict(onnx=True), "prefix": dict(prefix=True)}.items():
+        for budget in (8192, 200):
+            client, _ = make_client(max_batch_tokens=budget, **kw)
+            body = client.post("/v1/score", json={"query": QUERY, "documents": VARIED}).json()
+            runs[f"{name}-{budget}"] = [r["probs"] for r in body["results"]]
+        runs[f"{name}-alone"] = [
+            client.post("/v1/score", json={"query": QUERY, "documents": [d]}).json()["results"][0]["probs"]
+            for d in VARIED
+        ]
+        merged: dict[int, list] = {}
+
+        def one(i: int, client=client, merged=merged) -> None:
+            docs = [VARIED[i], VARIED[(i + 5) % len(VARIED)]]
+            merged[i] = client.post("/v1/score", json={"query": QUERY, "documents": docs}).json()["results"][0]["probs"]
+
+        threads = [threading.Thread(target=one, args=(i,)) for i in range(len(VARIED))]
+        [t.start() for t in threads]
+        [t.join(30) for t in threads]
+        runs[f"{name}-concurrent"] = [merged[i] for i in range(len(VARIED))]
+    reference = np.asarray(runs["plain-alone"])
+    for name, probs in runs.items():
+        np.testing.assert_allclose(np.asarray(probs), reference, atol=1e-5, err_msg=name)
+
+
+def test_reasoning_explains_every_returned_document_or_the_top_k(make_client):
+    client, _ = make_client(prefix=True)
+    everything = client.post("/v1/score", json={"query": QUERY, "documents": DOCS[:5], "reasoning": True})
+    assert everything.status_code == 200, everything.text
+    assert [r["reasoning"] for r in everything.json()["results"]] == [EXPLANATION] * 5
+
+    plain = client.post("/v1/score", json={"query": QUERY, "documents": DOCS}).json()["results"]
+    top = client.post("/v1/score", json={"query": QUERY, "documents": DOCS, "reasoning": {"top_k": 3}}).json()
+    explained = [r["index"] for r in top["results"] if "reasoning" in r]
+    assert sorted(explained) == sorted(best(plain, 3))
+    assert [r["probs"] for r in top["results"]] == [r["probs"] for r in plain]
+
+    top_n = client.post("/v1/score", json={"query": QUERY, "documents": DOCS, "top_n": 2, "reasoning": True}).json()
+    assert [r["index"] for r in top_n["results"]] == best(plain, 2)
+    assert all(r["reasoning"] == EXPLANATION for r in top_n["results"])
+
+
+def test_decoding_continues_from_the_score_cache_without_a_second_prefill(make_client, encoder):
+    client, backend = make_client(prefix=True)
+    backend.reset()
+    r = client.post("/v1/score", json={"query": QUERY, "documents": DOCS[:4], "reasoning": {"top_k": 2}})
+    assert r.status_code == 200, r.text
+    calls = backend.calls
+    methods = [m for m, _ in calls]
+    first_decode = methods.index("decode")
+    assert methods[:first_decode] == ["prefix", "score_prefix"] and set(methods[first_decode:]) == {"decode"}
+    (shape, past_length, last_tokens) = calls[first_decode][1]
+    (doc_shape, prefix_length, kept) = calls[1][1]
+    assert kept and shape == (2, 1)
+    assert past_length == prefix_length + doc_shape[1]  # prefix ++ the documents' own cache
+    grade_token = {g: 15 + g for g in range(5)}  # "0".."4" are tokens 15..19
+    results = r.json()["results"]
+    assert list(last_tokens) == [grade_token[results[i]["grade"]] for i in best(results, 2)]
+    assert len(methods) - first_decode == len(encoder().tokenizer.encode(CHAIN_TEXT, add_special_tokens=False).ids)
+
+
+def test_max_new_tokens_caps_each_explanation(make_client):
+    client, _ = make_client(prefix=True, max_new_tokens=3)
+    r = client.post("/v1/score", json={"query": QUERY, "documents": DOCS[:2], "reasoning": True})
+    assert [x["reasoning"] for x in r.json()["results"]] == ["[Conclusion"] * 2  # "\n", "[", "Conclusion"
+
+
+def test_stream_event_order_scores_then_reasoning_then_done(make_client):
+    client, _ = make_client(prefix=True, max_batch_tokens=200)
+    plain = client.post("/v1/score", json={"query": QUERY, "documents": VARIED}).json()
+    r = client.post("/v1/score", json={"query": QUERY, "documents": VARIED, "stream": True, "reasoning": {"top_k": 3}})
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+    assert float(r.headers["x-inference-time-ms"]) > 0
+    events = parse_sse(r.text)
+    kinds = [kind for kind, _ in events]
+    n = len(VARIED)
+    assert kinds[:n] == ["score"] * n and kinds[-1] == "done" and set(kinds[n:-1]) == {"reasoning"}
+    scores = sorted((data for kind, data in events if kind == "score"), key=lambda d: d["index"])
+    assert [d["probs"] for d in scores] == [x["probs"] for x in plain["results"]]
+    text: dict[int, str] = {}
+    for _, data in events[n:-1]:
+        text[data["index"]] = text.get(data["index"], "") + data["delta"]
+    assert sorted(text) == sorted(best(plain["results"], 3)) and set(text.values()) == {EXPLANATION}
+    assert events[-1][1] == {"model": "afrl-test-tiny", "usage": plain["usage"]}
+    metrics = client.get("/metrics").text
+    assert metric_value(metrics, "afrl_time_to_first_reasoning_token_seconds_count") == 1
+    assert metric_value(metrics, "afrl_reasoning_tokens_total") > 0
+
+
+def test_stream_without_reasoning_on_a_score_only_artifact(shared):
+    client, _ = shared
+    r = client.post("/v1/score", json={"query": QUERY, "documents": DOCS[:3], "stream": True})
+    events = parse_sse(r.text)
+    assert [k for k, _ in events] == ["score"] * 3 + ["done"]
+    assert sorted(d["index"] for k, d in events if k == "score") == [0, 1, 2]
+
+
+@pytest.mark.parametrize(
+    "extra, status",
+    [({"reasoning": True}, 413), ({"reasoning": {"top_k": 3}}, 200), ({"reasoning": True, "top_n": 3}, 200)],
+)
+def test_explaining_is_limited_per_request(make_client, extra, status):
+    client, _ = make_client(prefix=True, max_reasoning_documents=3)
+    r = client.post("/v1/score", json={"query": QUERY, "documents": DOCS[:5], **extra})
+    assert r.status_code == status, r.text
+    if status == 413:
+        assert "at most 3" in r.json()["error"]["message"]

@@ -1,0 +1,118 @@
+"""What every training stage shares: tokenizer, prompt encoder, label set, checkpoint folders.
+
+A checkpoint is an ordinary Hugging Face folder (weights, config, tokenizer)
+plus `afrl.json` (guideline and label values, what export reads) and the
+`*Config` of every stage that produced it, each as `<stage>_config.json`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, is_dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import torch
+from tokenizers import Tokenizer
+from transformers import AutoTokenizer
+
+from afrl.labels import LabelSet
+from afrl.prompt import PromptEncoder, PromptTemplate
+from afrl.tokenizer_files import qwen3_tokenizer_dir
+from training.sft_data import SFTSequence, common_prefix, completion_vocab, encode_examples
+from training.world import guideline_text
+
+
+@dataclass
+class TrainingContext:
+    hf_tokenizer: Any
+    encoder: PromptEncoder
+    labels: LabelSet
+    guideline: str
+    _pieces: dict[int, str] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def create(cls, tokenizer_dir: str | Path | None = None, guideline: str | None = None) -> "TrainingContext":
+        folder = Path(tokenizer_dir) if tokenizer_dir else qwen3_tokenizer_dir()
+        hf = AutoTokenizer.from_pretrained(str(folder), fix_mistral_regex=False)  # the warning is false (STACK.md)
+        guideline = guideline or guideline_text()
+        template = PromptTemplate.from_chat_template(hf, guideline)
+        fast = Tokenizer.from_file(str(folder / "tokenizer.json"))
+        return cls(hf, PromptEncoder(template, fast), LabelSet.from_tokenizer(hf), guideline)
+
+    @property
+    def pad_id(self) -> int:
+        return self.hf_tokenizer.pad_token_id
+
+    @property
+    def eos_id(self) -> int:
+        return self.hf_tokenizer.convert_tokens_to_ids(self.encoder.template.completion_end)
+
+    @cached_property
+    def prefix_len(self) -> int:
+        """Tokens every prompt shares: the system turn with the guideline, up to the user turn's text.
+
+        The user turn opens with "<|im_start|>user\n" and its text with a letter ("Query: "), and
+        pre-tokenization never merges a newline with a letter, so the boundary is stable.
+        """
+        head = self.encoder.template.prefix.split("Query: {query}")[0]
+        n = len(self.encoder._encode(head))
+        probes = [self.encoder.encode_prefix(q) for q in ("alpha", "4k tv", "(x) y", "-")]
+        shared = len(common_prefix([SFTSequence(p, [0], 0) for p in probes]))
+        if shared < n:
+            raise ValueError(f"prompts share only {shared} tokens, the system turn has {n}")
+        return n
+
+    def encode(self, examples) -> list[SFTSequence]:
+        return encode_examples(examples, self.encoder, self.labels)
+
+    def prompt_ids(self, query: str, document: str) -> list[int]:
+        return self.encoder.encode(query, [document])[0].input_ids
+
+    def decode(self, ids: list[int]) -> str:
+        """Completion text without the end-of-turn token."""
+        return self.hf_tokenizer.decode([i for i in ids if i != self.eos_id])
+
+    def piece(self, token_id: int) -> str:
+        """The text of one token (cached: step assignment decodes every sampled token)."""
+        if token_id not in self._pieces:
+            self._pieces[token_id] = self.hf_tokenizer.decode([token_id])
+        return self._pieces[token_id]
+
+    def vocab(self, *sequence_lists) -> torch.Tensor:
+        """The completion vocabulary of all given sequence lists (labels always included)."""
+        return completion_vocab([s for seqs in sequence_lists for s in seqs], self.labels)
+
+
+def save_checkpoint(model: torch.nn.Module | None, path: Path, ctx: TrainingContext, configs: dict[str, Any]) -> Path:
+    """Weights + tokenizer + afrl.json + `<stage>_config.json` for each config given.
+
+    model None: the weights are already there (a TRL trainer's `save_model` wrote them).
+    """
+    path.mkdir(parents=True, exist_ok=True)
+    if model is not None:
+        model.save_pretrained(path)
+    ctx.hf_tokenizer.save_pretrained(path)
+    (path / "afrl.json").write_text(json.dumps({"guideline": ctx.guideline, "label_values": ctx.labels.values},
+                                               indent=2))
+    for stage, config in configs.items():
+        body = asdict(config) if is_dataclass(config) else config
+        (path / f"{stage}_config.json").write_text(json.dumps(body, indent=2, default=str))
+    return path
+
+
+def load_checkpoint(path: str | Path, dtype: torch.dtype = torch.float32) -> tuple[torch.nn.Module, TrainingContext]:
+    """A checkpoint written by `save_checkpoint` (or any HF causal LM folder with an afrl.json)."""
+    from training.model_factory import load_causal_lm
+
+    path = Path(path)
+    meta_file = path / "afrl.json"
+    if not meta_file.is_file():
+        raise FileNotFoundError(f"{path} has no afrl.json: not an afrl training checkpoint")
+    meta = json.loads(meta_file.read_text())
+    tokenizer_dir = path if (path / "tokenizer.json").is_file() else None
+    ctx = TrainingContext.create(tokenizer_dir, meta["guideline"])
+    if ctx.labels.values != meta["label_values"]:
+        raise ValueError(f"{path}: label values {meta['label_values']} differ from the tokenizer's {ctx.labels.values}")
+    return load_causal_lm(path, dtype=dtype).eval(), ctx

@@ -1,0 +1,72 @@
+"""Measure a torch model during training: grades from one prefill, explanations by greedy decoding.
+
+The label distribution is read exactly as serving reads it (renormalised over
+the label tokens at the first generated position; equal to
+`training.torch_predict.TorchPredictor` to ~1e-7), but through
+`training.rollout.generate`, which runs the shared guideline once per batch.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from afrl.scoring import GradeResult, grade_results
+from training.context import TrainingContext
+from training.evaluate import explanation_report, grade_report
+from training.rollout import generate
+
+
+@torch.no_grad()
+def label_probs(model: torch.nn.Module, ctx: TrainingContext, examples: Sequence, batch_size: int = 128) -> torch.Tensor:
+    """(N, K) label distribution of each example's first generated position."""
+    labels = torch.tensor(sorted(ctx.labels.token_ids))
+    prompts = [ctx.prompt_ids(ex.query, ex.document) for ex in examples]
+    out = generate(model, prompts, prefix_len=ctx.prefix_len, eos_id=ctx.eos_id, max_new_tokens=1, vocab=labels,
+                   greedy=True, label_ids=ctx.labels.token_ids, batch_size=batch_size)
+    return out.label_probs
+
+
+def score(model: torch.nn.Module, ctx: TrainingContext, examples: Sequence) -> list[GradeResult]:
+    probs = label_probs(model, ctx, examples).double().clamp(min=1e-300)
+    return grade_results(np.log(probs.numpy()), ctx.labels.values)
+
+
+def predict_grades(model: torch.nn.Module, ctx: TrainingContext, examples: Sequence) -> list[int]:
+    return [r.grade for r in score(model, ctx, examples)]
+
+
+def generate_completions(model: torch.nn.Module, ctx: TrainingContext, examples: Sequence, vocab: torch.Tensor | None,
+                         max_new_tokens: int = 120, batch_size: int = 64) -> list[str]:
+    """Greedy AFRL completions ("<grade>\\n[Query] ..."), without the end-of-turn token."""
+    prompts = [ctx.prompt_ids(ex.query, ex.document) for ex in examples]
+    out = generate(model, prompts, prefix_len=ctx.prefix_len, eos_id=ctx.eos_id, max_new_tokens=max_new_tokens,
+                   vocab=vocab, greedy=True, batch_size=batch_size)
+    return [ctx.decode(ids) for ids in out.completion_ids]
+
+
+def evaluate_model(
+    model: torch.nn.Module, ctx: TrainingContext, examples: Sequence, train_grades: Sequence[int],
+    vocab: torch.Tensor | None, explain: int = 0,
+) -> dict:
+    """`grade_report` on all examples, plus `explanation_report` on the first `explain` (a fixed slice)."""
+    start = time.perf_counter()
+    report = grade_report(examples, score(model, ctx, examples), train_grades, ctx.labels.values)
+    report["score_seconds"] = time.perf_counter() - start
+    if explain:
+        chosen = _spread(examples, explain)
+        t = time.perf_counter()
+        report["explanations"] = explanation_report(chosen, generate_completions(model, ctx, chosen, vocab))
+        report["explanations"]["seconds"] = time.perf_counter() - t
+    return report
+
+
+def _spread(examples: Sequence, n: int) -> list:
+    """n examples evenly spaced through the split (every query type, not just the first few queries)."""
+    if n >= len(examples):
+        return list(examples)
+    step = len(examples) / n
+    return [examples[int(i * step)] for i in range(n)]
