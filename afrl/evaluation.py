@@ -72,9 +72,8 @@ def evaluate(
                                                  "pass the checkpoint folder to measure explanations"}
         else:
             model, ctx = load_checkpoint(checkpoint)
-            vocab = ctx.vocab(ctx.encode(examples))
             start = time.perf_counter()
-            measured = evaluate_model(model, ctx, examples, train_grades, vocab, explain)
+            measured = evaluate_model(model, ctx, examples, train_grades, explain)
             if report is None:
                 report = {"model": str(model_dir), "data": data, **measured, "seconds": time.perf_counter() - start}
             if explain:

@@ -1,12 +1,25 @@
 """INT8 dynamic quantization of the graphs for CPU serving.
 
-`onnxruntime.quantization.quantize_dynamic` with QInt8 weights: MatMul (and
-Gather) weights are stored as int8, activations are quantized on the fly per
-tensor. On the Qwen3-0.6B architecture this is about 2.8x faster than FP32 on
-2 CPU threads (STACK.md).
+`onnxruntime.quantization.quantize_dynamic` with QInt8 weights, per output
+channel: MatMul (and Gather) weights are stored as int8, activations are
+quantized on the fly per tensor. On the Qwen3-0.6B architecture this is about
+2.8x faster than FP32 on 2 CPU threads (STACK.md).
 
-The label head MatMul, (H, K) with K ~ 5, stays in FP32: it costs nothing, and
-it is the layer that decides the grade. The decode graph's full LM head,
+Kept in FP32:
+
+- the label head MatMul, (H, K) with K ~ 5: it costs nothing, and it is the
+  layer that decides the grade;
+- the MLP down projections (`mlp_down_nodes`): their input, act(gate) * up,
+  carries the outlier activations that a per-tensor int8 scale crushes.
+  Measured on the trained default model (hidden 128, 4 layers), 400 dev
+  pairs, grade agreement with torch / expected-grade MAE:
+
+      all MatMuls int8, per tensor (the first version)        0.965 / 0.020
+      per channel                                             0.968 / 0.019
+      per channel, down projections FP32 (this)               0.998 / 0.007
+      per channel, attention projections FP32 instead         0.965 / 0.017
+
+  It costs a fifth of a 0.6B body's weights staying FP32 (+264 MB, some speed). The decode graph's full LM head,
 (H, V), is quantized like the body: at batch 1 it is a quarter of a 0.6B
 model's work per token. Its tied embedding then exists twice (int8 for the
 Gather, transposed uint8 for MatMulInteger), still half the FP32 bytes.
@@ -35,10 +48,11 @@ logger = logging.getLogger(__name__)
 def quantize_int8(
     fp32_path: str | Path,
     int8_path: str | Path,
-    per_channel: bool = False,
+    per_channel: bool = True,
     external_data: bool | None = None,
+    keep_fp32_down_projections: bool = True,
 ) -> Path:
-    """Quantize an FP32 graph to INT8 weights (label head kept FP32); returns `int8_path`.
+    """Quantize an FP32 graph to INT8 weights (label head, MLP down projections kept FP32); returns `int8_path`.
 
     `external_data=None` keeps the weights inline unless the FP32 graph's
     weights exceed `EXTERNAL_DATA_THRESHOLD_BYTES`.
@@ -47,7 +61,9 @@ def quantize_int8(
     int8_path.parent.mkdir(parents=True, exist_ok=True)
     if external_data is None:
         external_data = graph_bytes(fp32_path) > EXTERNAL_DATA_THRESHOLD_BYTES
-    head = label_head_nodes(onnx.load(fp32_path, load_external_data=False))
+    graph = onnx.load(fp32_path, load_external_data=False)
+    head = label_head_nodes(graph)
+    down = mlp_down_nodes(graph) if keep_fp32_down_projections else []
     start = time.perf_counter()
     with quiet_exporters():
         quantize_dynamic(
@@ -55,11 +71,11 @@ def quantize_int8(
             int8_path,
             weight_type=QuantType.QInt8,
             per_channel=per_channel,
-            nodes_to_exclude=head,
+            nodes_to_exclude=head + down,
             use_external_data_format=external_data,
         )
-    logger.info("quantized %s -> %s (int8, head kept fp32: %s) in %.1f s",
-                fp32_path.name, int8_path, head, time.perf_counter() - start)
+    logger.info("quantized %s -> %s (int8; fp32: head %s, %d down projections) in %.1f s",
+                fp32_path.name, int8_path, head, len(down), time.perf_counter() - start)
     return int8_path
 
 
@@ -75,4 +91,30 @@ def label_head_nodes(model: onnx.ModelProto) -> list[str]:
             found.append(node.name)
         elif node.op_type in ("Cast", "Add", "Mul", "Div", "Tanh", "Identity"):
             frontier.extend(node.input)
+    return found
+
+
+def mlp_down_nodes(model: onnx.ModelProto) -> list[str]:
+    """Names of the gated-MLP down projections: weight MatMuls whose input is Mul(act(gate), up).
+
+    Recognised by structure, not by name (the dynamo exporter folds weight
+    names away): the Mul has an operand produced directly by another weight
+    MatMul (the up projection). Attention's output projection reads a
+    reshaped attention output instead, so it is not matched; neither is a
+    non-gated MLP, which then stays fully int8.
+    """
+    weights = {t.name for t in model.graph.initializer}
+    producer = {out: node for node in model.graph.node for out in node.output}
+
+    def weight_matmul(name: str) -> bool:
+        node = producer.get(name)
+        return node is not None and node.op_type == "MatMul" and node.input[1] in weights
+
+    found = []
+    for node in model.graph.node:
+        if node.op_type != "MatMul" or node.input[1] not in weights:
+            continue
+        gate = producer.get(node.input[0])
+        if gate is not None and gate.op_type == "Mul" and any(weight_matmul(x) for x in gate.input):
+            found.append(node.name)
     return found

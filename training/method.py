@@ -150,7 +150,7 @@ def run_method(config, out_dir: Path, progress: Progress | None = None) -> dict:
     t = time.perf_counter()
     base_state = copy.deepcopy(teacher.state_dict())
     save_checkpoint(teacher, out_dir / "base", ctx, {"method": method})  # rerun an arm: `afrl train rl --model OUT/base`
-    evaluations = {"base": evaluate_model(teacher, ctx, test, train_grades, vocab, method.explain_examples)}
+    evaluations = {"base": evaluate_model(teacher, ctx, test, train_grades, method.explain_examples)}
     expert = pools["long_tail"] + pools["evolved"]
     prompts = rl_examples(world.train, train_seqs)
     arms: dict[str, dict] = {}
@@ -171,7 +171,7 @@ def run_method(config, out_dir: Path, progress: Progress | None = None) -> dict:
             tagged = (lambda m, arm=arm: progress(f"[{arm}] {m}")) if progress else None
             history = train_rl(model, prompts, expert, ctx, rl, vocab, tagged).history
         seconds = time.perf_counter() - a
-        evaluations[arm] = evaluate_model(model, ctx, test, train_grades, vocab, method.explain_examples)
+        evaluations[arm] = evaluate_model(model, ctx, test, train_grades, method.explain_examples)
         arms[arm] = {"seconds": seconds, "steps": method.rl.steps, "history": history}
         models[arm] = model
         e = evaluations[arm]
@@ -203,7 +203,7 @@ def run_method(config, out_dir: Path, progress: Progress | None = None) -> dict:
 
     # 6. evaluate, save, export ---------------------------------------------------------------
     t = time.perf_counter()
-    evaluations["student"] = evaluate_model(student, ctx, test, train_grades, vocab, method.explain_examples)
+    evaluations["student"] = evaluate_model(student, ctx, test, train_grades, method.explain_examples)
     evaluations["teacher"] = evaluations["mbo"]
     latency = {"teacher": _latency(teacher, ctx, test, method.latency_queries),
                "student": _latency(student, ctx, test, method.latency_queries)}

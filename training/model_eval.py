@@ -39,9 +39,9 @@ def predict_grades(model: torch.nn.Module, ctx: TrainingContext, examples: Seque
     return [r.grade for r in score(model, ctx, examples)]
 
 
-def generate_completions(model: torch.nn.Module, ctx: TrainingContext, examples: Sequence, vocab: torch.Tensor | None,
-                         max_new_tokens: int = 120, batch_size: int = 64) -> list[str]:
-    """Greedy AFRL completions ("<grade>\\n[Query] ..."), without the end-of-turn token."""
+def generate_completions(model: torch.nn.Module, ctx: TrainingContext, examples: Sequence,
+                         vocab: torch.Tensor | None = None, max_new_tokens: int = 120, batch_size: int = 64) -> list[str]:
+    """Greedy AFRL completions ("<grade>\\n[Query] ..."), without the end-of-turn token (vocab None: all tokens)."""
     prompts = [ctx.prompt_ids(ex.query, ex.document) for ex in examples]
     out = generate(model, prompts, prefix_len=ctx.prefix_len, eos_id=ctx.eos_id, max_new_tokens=max_new_tokens,
                    vocab=vocab, greedy=True, batch_size=batch_size)
@@ -49,17 +49,20 @@ def generate_completions(model: torch.nn.Module, ctx: TrainingContext, examples:
 
 
 def evaluate_model(
-    model: torch.nn.Module, ctx: TrainingContext, examples: Sequence, train_grades: Sequence[int],
-    vocab: torch.Tensor | None, explain: int = 0,
+    model: torch.nn.Module, ctx: TrainingContext, examples: Sequence, train_grades: Sequence[int], explain: int = 0,
 ) -> dict:
-    """`grade_report` on all examples, plus `explanation_report` on the first `explain` (a fixed slice)."""
+    """`grade_report` on all examples, plus `explanation_report` on `explain` of them (a fixed, spread slice).
+
+    Explanations are decoded greedily over the full vocabulary, as serving's decode graph does (training may
+    restrict the softmax to the completion vocabulary; evaluation does not).
+    """
     start = time.perf_counter()
     report = grade_report(examples, score(model, ctx, examples), train_grades, ctx.labels.values)
     report["score_seconds"] = time.perf_counter() - start
     if explain:
         chosen = _spread(examples, explain)
         t = time.perf_counter()
-        report["explanations"] = explanation_report(chosen, generate_completions(model, ctx, chosen, vocab))
+        report["explanations"] = explanation_report(chosen, generate_completions(model, ctx, chosen, vocab=None))
         report["explanations"]["seconds"] = time.perf_counter() - t
     return report
 

@@ -209,7 +209,7 @@ def train_rl(
             old = logps.detach() if old is None else old
             loss = policy = clipped_policy_loss(logps, old, advantages, mask, config.clip_eps)
             nll = torch.full((), float("nan"))
-            if expert and config.expert_batch_size:  # with lambda = 0 the expert NLL is only measured (how far the policy drifts from it)
+            if expert and config.expert_batch_size:  # lambda = 0: measured only (how far the policy drifts)
                 chunk = [expert[rng.randrange(len(expert))] for _ in range(config.expert_batch_size)]
                 expert_batch = collate(chunk, ctx.pad_id, skip_prefix=prefix_len).to(device)
                 with torch.set_grad_enabled(lam > 0):

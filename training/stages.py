@@ -61,9 +61,8 @@ def _finish(model, ctx: TrainingContext, out: Path, world, configs: dict, extra:
         model = trainer.model
     else:
         save_checkpoint(model, out, ctx, configs)
-    vocab = ctx.vocab(ctx.encode(world.train))
-    report = {"test": evaluate_model(model.float().eval(), ctx, world.test, [e.grade for e in world.train], vocab,
-                                     explain), **extra}
+    report = {"test": evaluate_model(model.float().eval(), ctx, world.test, [e.grade for e in world.train], explain),
+              **extra}
     (out / "stage_report.json").write_text(json.dumps(report, indent=2, default=str))
     return report
 
