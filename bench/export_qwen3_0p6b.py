@@ -98,7 +98,7 @@ def main() -> None:
     checkpoint = out / "checkpoint"
     if not (checkpoint / "config.json").is_file():  # seeded: a rerun would write the same weights
         make_checkpoint(checkpoint)
-    guideline_tokens = len(AutoTokenizer.from_pretrained(checkpoint).encode(GUIDELINE))
+    guideline_tokens = len(AutoTokenizer.from_pretrained(checkpoint, fix_mistral_regex=False).encode(GUIDELINE))
     results = {"checkpoint_s": round(time.perf_counter() - start, 1), "guideline_tokens": guideline_tokens,
                "fp32_export_s": {}, "artifacts": {}}
     reuse_fp32_exports(out / "fp32-graphs", results["fp32_export_s"])

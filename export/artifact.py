@@ -32,7 +32,8 @@ Time and size, measured on 2 CPU cores shared with other jobs (so upper bounds):
         fp32  982 s: exports 512 s (97-178 s a graph), weights shared 48 s, validation ~6 min;
               2.40 GB (weights.data 2.38 GB; unshared the graphs would hold 9.5 GB)
         fp16  exports + 539 s (conversion, validation on the CPU provider); 1.21 GB
-        int8  exports + 335 s (quantization, validation); 0.77 GB
+        int8  exports + 320 s (quantization, validation); 1.51 GB (embedding and MLP down
+              projections stay FP32: export/quantize.py says why)
 
 For the embedded default model, whose pipeline has ~30 s for export:
 `graphs=("score",)` is the old single-graph export (about a quarter of

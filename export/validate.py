@@ -211,7 +211,7 @@ def check_figures(figures: dict[str, float], tolerance: Tolerance) -> None:
         if (value > limit) if bad == ">" else (value < limit):
             graph = key.split(".")[0] if "." in key else graphs.SCORE
             count = figures.get(f"{graph}.prompts", figures.get("prompts", 0))
-            raise ParityError(f"{what} {value:.2g} {bad} tolerance {limit:.2g} (over {count:.0f} prompts)")
+            raise ParityError(f"{what} {value:.4g} {bad} tolerance {limit:.4g} (over {count:.0f} prompts)")
 
 
 def run_score(session: ort.InferenceSession, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:

@@ -7,7 +7,8 @@
     4. compare     from the same checkpoint, at the same number of optimizer steps and learning rate:
                    SFT alone (batches of P + B_e demonstrations from the natural mix, long tail and
                    evolved cases) | Stepwise-GRPO alone (lambda = 0) | mode-balanced (GRPO + lambda x SFT
-                   on B_e expert demonstrations per step: long tail and evolved cases);
+                   on B_e expert demonstrations per step: examples a long-tail rule decided, from train
+                   and from evolution);
                    head accuracy, long-tail accuracy and label entropy on the test split; wall time too
     5. distill     the mode-balanced teacher -> a smaller student (sequence-level KD + first-token KL)
     6. ship        the student as the checkpoint OUT/NAME, exported to OUT/artifact (what `afrl serve` loads);
@@ -17,6 +18,10 @@
 
 Every figure is measured on the run's own test split (never used for any
 choice); the evolution loop probes the dev split plus a slice of train.
+Explanations in the report are decoded over the completion vocabulary
+(`model_eval.evaluate_model`; same completions as full-vocabulary decoding
+on the tiny teacher and student, 3-4x faster); `afrl eval --explain N`
+decodes over the full vocabulary.
 """
 
 from __future__ import annotations
@@ -120,15 +125,17 @@ def run_method(config, out_dir: Path, progress: Progress | None = None) -> dict:
     # 3. instruction evolution + the evolved stage ---------------------------------------------
     t = time.perf_counter()
     evolution = None
+    evolved_examples: list = []
     if evolved_at < len(stages):
         stage = stages[evolved_at]
         rounds = max(1, method.evolution.rounds)
         round_stage = replace(stage, steps=max(1, stage.steps // rounds))
         probe = world.dev + world.train[: method.probe_train_examples]
 
-        def train_round(evolved_examples: list) -> None:
+        def train_round(examples: list) -> None:
             nonlocal vocab
-            pools["evolved"] = ctx.encode(evolved_examples)
+            evolved_examples[:] = examples
+            pools["evolved"] = ctx.encode(examples)
             vocab = torch.unique(torch.cat([vocab, ctx.vocab(pools["evolved"])]))
             sft_losses.extend(run_stage(teacher, round_stage, pools, method.curriculum, ctx.labels, ctx.pad_id,
                                         vocab, progress, seed=100 + len(stage_ends)).losses)
@@ -150,8 +157,9 @@ def run_method(config, out_dir: Path, progress: Progress | None = None) -> dict:
     t = time.perf_counter()
     base_state = copy.deepcopy(teacher.state_dict())
     save_checkpoint(teacher, out_dir / "base", ctx, {"method": method})  # rerun an arm: `afrl train rl --model OUT/base`
-    evaluations = {"base": evaluate_model(teacher, ctx, test, train_grades, method.explain_examples)}
-    expert = pools["long_tail"] + pools["evolved"]
+    evaluations = {"base": evaluate_model(teacher, ctx, test, train_grades, method.explain_examples, vocab)}
+    # the expert batch supplies the rare mode: demonstrations a long-tail rule decided (train and evolved)
+    expert = pools["long_tail"] + [s for s, e in zip(pools["evolved"], evolved_examples) if e.long_tail]
     prompts = rl_examples(world.train, train_seqs)
     arms: dict[str, dict] = {}
     models: dict[str, torch.nn.Module] = {}
@@ -171,7 +179,7 @@ def run_method(config, out_dir: Path, progress: Progress | None = None) -> dict:
             tagged = (lambda m, arm=arm: progress(f"[{arm}] {m}")) if progress else None
             history = train_rl(model, prompts, expert, ctx, rl, vocab, tagged).history
         seconds = time.perf_counter() - a
-        evaluations[arm] = evaluate_model(model, ctx, test, train_grades, method.explain_examples)
+        evaluations[arm] = evaluate_model(model, ctx, test, train_grades, method.explain_examples, vocab)
         arms[arm] = {"seconds": seconds, "steps": method.rl.steps, "history": history}
         models[arm] = model
         e = evaluations[arm]
@@ -203,7 +211,7 @@ def run_method(config, out_dir: Path, progress: Progress | None = None) -> dict:
 
     # 6. evaluate, save, export ---------------------------------------------------------------
     t = time.perf_counter()
-    evaluations["student"] = evaluate_model(student, ctx, test, train_grades, method.explain_examples)
+    evaluations["student"] = evaluate_model(student, ctx, test, train_grades, method.explain_examples, vocab)
     evaluations["teacher"] = evaluations["mbo"]
     latency = {"teacher": _latency(teacher, ctx, test, method.latency_queries),
                "student": _latency(student, ctx, test, method.latency_queries)}

@@ -50,11 +50,13 @@ def generate_completions(model: torch.nn.Module, ctx: TrainingContext, examples:
 
 def evaluate_model(
     model: torch.nn.Module, ctx: TrainingContext, examples: Sequence, train_grades: Sequence[int], explain: int = 0,
+    explain_vocab: torch.Tensor | None = None,
 ) -> dict:
     """`grade_report` on all examples, plus `explanation_report` on `explain` of them (a fixed, spread slice).
 
-    Explanations are decoded greedily over the full vocabulary, as serving's decode graph does (training may
-    restrict the softmax to the completion vocabulary; evaluation does not).
+    Explanations are decoded greedily over the full vocabulary by default, as serving's decode graph does;
+    `explain_vocab` restricts decoding to the completion vocabulary (3-4x faster on CPU; on the tiny
+    preset's teacher and student it gave the same completions, format validity 0.98 and 0.69 both ways).
     """
     start = time.perf_counter()
     report = grade_report(examples, score(model, ctx, examples), train_grades, ctx.labels.values)
@@ -62,8 +64,9 @@ def evaluate_model(
     if explain:
         chosen = _spread(examples, explain)
         t = time.perf_counter()
-        report["explanations"] = explanation_report(chosen, generate_completions(model, ctx, chosen, vocab=None))
+        report["explanations"] = explanation_report(chosen, generate_completions(model, ctx, chosen, explain_vocab))
         report["explanations"]["seconds"] = time.perf_counter() - t
+        report["explanations"]["vocabulary"] = "full" if explain_vocab is None else "completion tokens"
     return report
 
 
