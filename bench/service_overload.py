@@ -9,10 +9,13 @@
 Steps 1-2 run on a server with --env only (default admission bounds, so
 refusals do not distort the capacity); step 3 on a fresh server with --env
 plus --admission (the bounds decide how much queueing an accepted request
-can meet). Prints figures and asserts nothing.
+can meet). Unless --admission names it, the overload server gets
+AFRL_MAX_QUEUE_DELAY_MS = --queue-delay x the unloaded p50: an operator who
+wants accepted requests within 2x of their unloaded latency lets them wait at
+most about one service time. Prints figures and asserts nothing.
 
     python bench/service_overload.py --model DIR [--documents 10] [--factor 4] \
-        [--env AFRL_X=v ...] [--admission AFRL_MAX_QUEUE=2 ...]
+        [--queue-delay 0.5] [--env AFRL_X=v ...] [--admission AFRL_MAX_QUEUE=2 ...]
 """
 
 from __future__ import annotations
@@ -84,12 +87,16 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=15.0)
     ap.add_argument("--env", nargs="*", default=[], help="AFRL_NAME=value settings for the server")
     ap.add_argument("--admission", nargs="*", default=[], help="AFRL_NAME=value for the overload server only")
+    ap.add_argument("--queue-delay", type=float, default=0.5,
+                    help="AFRL_MAX_QUEUE_DELAY_MS of the overload server, as a multiple of the unloaded p50")  # fmt: skip
     a = ap.parse_args()
     env = dict(kv.split("=", 1) for kv in a.env)
     admission = {**env, **dict(kv.split("=", 1) for kv in a.admission)}
     with running_server(a.model, env=env) as url:
         unloaded, capacity = asyncio.run(measure_capacity(url, a))
     rate = a.factor * capacity
+    if "AFRL_MAX_QUEUE_DELAY_MS" not in admission:
+        admission["AFRL_MAX_QUEUE_DELAY_MS"] = f"{a.queue_delay * summary(unloaded)['p50_ms']:.1f}"
     with running_server(a.model, env=admission) as url:
         loaded = asyncio.run(overload(url, a, rate))
     statuses = Counter(status for status, _ in loaded)

@@ -1,7 +1,11 @@
 """The batcher: one queue in front of the model, shared by every request (after TEI's queue.rs).
 
     arrive(n)          a request about to be tokenized; refused at once (QueueFull, 429) when even
-                       its least cost would not fit max_queue_tokens
+                       its least cost would not fit max_queue_tokens, or when the work ahead of it
+                       (queued, arriving, and what remains of the running pass, at the measured
+                       tokens/s) would keep it waiting longer than max_queue_delay_ms: past that
+                       point an answer comes too late for a search backend, and a quick 429 lets
+                       it retry elsewhere while accepted requests keep their latency
     submit(work)       a request's micro-batches ("jobs", planned on the token budget) join
                        the queue; when more than max_queue_tokens padded tokens would be
                        waiting, QueueFull (429) unless the queue is empty
@@ -112,12 +116,13 @@ class Scheduler:
     """Owns the queue and the inference thread; created and used on the event loop."""
 
     def __init__(self, backend: Backend, pad_id: int, max_batch_tokens: int, max_queue_tokens: int,
-                 max_wait_ms: float, metrics: ServiceMetrics):  # fmt: skip
+                 max_wait_ms: float, metrics: ServiceMetrics, max_queue_delay_ms: float = 0.0):  # fmt: skip
         self.backend = backend
         self.pad_id = pad_id
         self.max_batch_tokens = max_batch_tokens
         self.max_queue_tokens = max_queue_tokens
         self.max_wait_s = max_wait_ms / 1000.0
+        self.max_queue_delay_s = max_queue_delay_ms / 1000.0
         self.metrics = metrics
         self.arriving = 0  # requests admitted and still tokenizing: worth holding a batch open for
         self.arriving_tokens = 0  # lower bounds of what those requests will cost
@@ -125,6 +130,7 @@ class Scheduler:
         self._order: deque[RequestWork] = deque()
         self._wake = asyncio.Event()
         self._tokens_per_s: float | None = None
+        self._running: tuple[float, int] | None = None  # (perf_counter at start, padded tokens) of the pass
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="afrl-inference")
         self._task: asyncio.Task | None = None
         self._closed = False
@@ -145,6 +151,13 @@ class Scheduler:
             raise QueueFull(
                 f"{ahead} tokens are queued or arriving, this request adds at least {estimate}, "
                 f"the limit is {self.max_queue_tokens}",
+                retry_after_s=self.retry_after_s(),
+            )
+        wait = self.estimated_wait_s()
+        if self.max_queue_delay_s and wait > self.max_queue_delay_s:
+            raise QueueFull(
+                f"the work ahead would keep this request waiting about {wait * 1000:.0f} ms, "
+                f"the limit is {self.max_queue_delay_s * 1000:g} ms",
                 retry_after_s=self.retry_after_s(),
             )
         self.arriving += 1
@@ -193,6 +206,18 @@ class Scheduler:
         """The request is gone (client disconnect, finished, failed): none of its queued work runs."""
         work.cancelled = True
         self._drop(work)
+
+    def estimated_wait_s(self) -> float:
+        """Seconds before a request arriving now would start computing: the queued and arriving
+        tokens plus the rest of the running pass, at the measured throughput (0 before any)."""
+        if not self._tokens_per_s:
+            return 0.0
+        wait = (self.queued_tokens + self.arriving_tokens) / self._tokens_per_s
+        running = self._running
+        if running is not None:
+            started, tokens = running
+            wait += max(0.0, tokens / self._tokens_per_s - (time.perf_counter() - started))
+        return wait
 
     def retry_after_s(self) -> int:
         """Seconds until the queued tokens should have drained, at the measured throughput."""
@@ -338,16 +363,20 @@ class Scheduler:
         if not live:
             return {}
         start = time.perf_counter()
+        self._running = (start, sum(j.tokens for j in live))
         for job in live:
             if job.work.first_start is None:
                 job.work.first_start = start
                 self.metrics.queue_duration.observe(start - job.work.submitted)
-        if isinstance(live[0], StepJob):
-            out = {live[0]: live[0].fn()}
-        elif live[0].mergeable:
-            out = self._score_plain(live)
-        else:
-            out = {live[0]: self._score_prefixed(live[0])}
+        try:
+            if isinstance(live[0], StepJob):
+                out = {live[0]: live[0].fn()}
+            elif live[0].mergeable:
+                out = self._score_plain(live)
+            else:
+                out = {live[0]: self._score_prefixed(live[0])}
+        finally:
+            self._running = None
         elapsed = time.perf_counter() - start
         for job in live:
             job.work.inference_seconds += elapsed

@@ -52,6 +52,11 @@ class ServiceSettings(BaseSettings):
         65536, ge=1, description="padded tokens waiting for the model across requests; a request that would "
         "pass it gets 429 with Retry-After (a request is always admitted into an empty queue)"
     )
+    max_queue_delay_ms: float = Field(
+        1000.0, ge=0, description="refuse (429) a request that would wait longer than this before its compute "
+        "starts (the work ahead of it at the measured tokens/s); set it to the latency budget left after "
+        "compute so accepted requests stay fast under overload; 0: no bound"
+    )
     shared_prefix: bool = Field(
         True, description="score with the 'prefix' + 'score_prefix' graphs when the artifact has them: the "
         "guideline + query prefix runs once per request; false: always the plain 'score' graph"

@@ -148,6 +148,7 @@ async def info(request: Request) -> InfoResponse:
             max_batch_tokens=s.max_batch_tokens,
             max_queue=s.max_queue,
             max_queue_tokens=s.max_queue_tokens,
+            max_queue_delay_ms=s.max_queue_delay_ms,
             max_wait_ms=s.max_wait_ms,
             max_sequence_length=manifest.max_sequence_length,
             max_new_tokens=s.max_new_tokens,

@@ -227,6 +227,7 @@ class LimitsInfo(BaseModel):
     max_batch_tokens: int
     max_queue: int
     max_queue_tokens: int
+    max_queue_delay_ms: float
     max_wait_ms: float
     max_sequence_length: int
     max_new_tokens: int

@@ -15,8 +15,10 @@ from service.metrics import ServiceMetrics
 from service.scheduler import RequestWork, Scheduler
 
 
-def make_scheduler(backend, max_batch_tokens=8192, max_queue_tokens=65536, max_wait_ms=0.0) -> Scheduler:
-    scheduler = Scheduler(backend, PAD_ID, max_batch_tokens, max_queue_tokens, max_wait_ms, ServiceMetrics())
+def make_scheduler(backend, max_batch_tokens=8192, max_queue_tokens=65536, max_wait_ms=0.0,
+                   max_queue_delay_ms=0.0) -> Scheduler:  # fmt: skip
+    scheduler = Scheduler(backend, PAD_ID, max_batch_tokens, max_queue_tokens, max_wait_ms, ServiceMetrics(),
+                          max_queue_delay_ms=max_queue_delay_ms)  # fmt: skip
     scheduler.start()
     return scheduler
 
@@ -191,6 +193,39 @@ def test_queued_tokens_are_bounded_with_a_retry_estimate():
         return refused.value
 
     error = asyncio.run(main())
+    assert error.retry_after_s >= 1
+
+
+def test_a_request_that_would_wait_past_the_queue_delay_bound_is_refused_before_tokenizing():
+    async def main():
+        backend = FakeBackend()
+        backend.delay = 0.1  # 64 padded tokens per 0.1 s pass: about 640 tokens/s once measured
+        scheduler = make_scheduler(backend, max_queue_delay_ms=150)
+        assert scheduler.estimated_wait_s() == 0.0  # nothing measured yet: admit
+        first = RequestWork([doc(1, 10)])
+        scheduler.submit(first)
+        await collect(first)
+        idle_wait = scheduler.estimated_wait_s()
+        scheduler.arrival_done(scheduler.arrive(1))  # idle: admitted
+        backend.delay, backend.entered = 0.0, threading.Event()
+        backend.gate = threading.Event()
+        running = RequestWork([doc(2, 10)])
+        scheduler.submit(running)
+        await until(backend.entered.is_set)
+        one_behind = scheduler.estimated_wait_s()  # the rest of the running pass
+        scheduler.arrival_done(scheduler.arrive(1))
+        queued = RequestWork([doc(3, 10)] * 2)  # 128 more tokens: about 0.2 s of work ahead
+        scheduler.submit(queued)
+        with pytest.raises(QueueFull, match=r"waiting about \d+ ms, the limit is 150 ms") as refused:
+            scheduler.arrive(1)
+        backend.gate.set()
+        await collect(running), await collect(queued)
+        scheduler.arrival_done(scheduler.arrive(1))  # drained: admitted again
+        scheduler.close()
+        return idle_wait, one_behind, refused.value
+
+    idle_wait, one_behind, error = asyncio.run(main())
+    assert idle_wait == 0.0 and 0.0 < one_behind <= 0.15
     assert error.retry_after_s >= 1
 
 
