@@ -6,6 +6,9 @@
                                                        stopped; raises ArtifactError if the
                                                        model cannot be loaded
 
+CORS is off (no headers: browsers refuse cross-origin calls) unless
+`cors_origins` lists the origins allowed.
+
 Graceful shutdown (SIGTERM or SIGINT): /health/ready turns 503 at once, the
 listening socket closes, in-flight requests (streams included) run to the
 end for at most `grace_period_s`, then the rest are cancelled (their queued
@@ -19,6 +22,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 
 import afrl
 from afrl.manifest import ArtifactError
@@ -54,6 +58,17 @@ def create_app(settings: ServiceSettings | None = None, backend_factory: Backend
     app.include_router(router)
     install_error_handlers(app)
     app.add_middleware(RequestMetricsMiddleware, metrics=runtime.metrics)
+    if origins := runtime.settings.cors_origin_list:
+        # Added last, so outermost: refusals (401, 413, 429, ...) carry the CORS headers too and a
+        # browser can read them.
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["authorization", "content-type", "x-api-key"],
+            expose_headers=["retry-after", "x-queue-time-ms", "x-inference-time-ms"],
+            max_age=600,
+        )
     return app
 
 

@@ -170,6 +170,7 @@ class ScoringEngine:
         self.scheduler = scheduler or Scheduler(
             model.backend, model.pad_id, settings.max_batch_tokens, settings.max_queue_tokens,
             settings.max_wait_ms, metrics, max_queue_delay_ms=settings.max_queue_delay_ms,
+            inference_timeout_ms=settings.inference_timeout_ms,
         )  # fmt: skip
         workers = settings.tokenize_workers or min(4, os.cpu_count() or 1)
         self._tokenize_pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="afrl-tokenize")

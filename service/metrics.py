@@ -3,7 +3,9 @@
 No module-level collectors: every `create_app` gets its own registry, so
 many apps can live in one process (tests) without duplicate-name errors.
 Beyond DESIGN's list: `afrl_queue_tokens` (padded tokens waiting, the other
-bound of admission) and `afrl_reasoning_tokens_total` (explanation tokens decoded).
+bound of admission), `afrl_reasoning_tokens_total` (explanation tokens decoded),
+`afrl_inference_timeouts_total` and `afrl_stuck_inference_calls` (forward passes
+past AFRL_INFERENCE_TIMEOUT_MS, and those of them not returned yet).
 """
 
 from __future__ import annotations
@@ -67,6 +69,12 @@ class ServiceMetrics:
         )
         self.queue_depth = Gauge("afrl_queue_depth", "requests admitted and not yet answered", registry=r)
         self.queue_tokens = Gauge("afrl_queue_tokens", "padded tokens waiting for the model", registry=r)
+        self.inference_timeouts = Counter(
+            "afrl_inference_timeouts", "forward passes abandoned past the inference timeout", registry=r
+        )
+        self.stuck_inference_calls = Gauge(
+            "afrl_stuck_inference_calls", "abandoned forward passes that have not returned yet", registry=r
+        )
         self.requests_rejected = Counter(
             "afrl_requests_rejected", "requests refused, by reason", ["reason"], registry=r
         )

@@ -11,10 +11,13 @@ the load.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
 from afrl.manifest import ArtifactError
+
+logger = logging.getLogger(__name__)
 
 AUTO = "auto"
 CPU = "CPUExecutionProvider"
@@ -81,4 +84,21 @@ def _options(provider: str, cuda_device_id: int) -> dict[str, Any]:
 def available_providers() -> list[str]:
     import onnxruntime as ort
 
-    return list(ort.get_available_providers())
+    available = list(ort.get_available_providers())
+    if CUDA in available:
+        _preload_cuda_libraries(ort)
+    return available
+
+
+def _preload_cuda_libraries(ort: Any) -> None:
+    """onnxruntime-gpu[cuda,cudnn] (the CUDA image) brings CUDA and cuDNN as nvidia-* pip packages,
+    outside the loader's search path; onnxruntime's preload_dlls (1.21+) loads them before any
+    session needs them. Where CUDA is installed system-wide this finds nothing new; a failure
+    here is logged and the session creation reports whatever is really missing."""
+    preload = getattr(ort, "preload_dlls", None)
+    if preload is None:
+        return
+    try:
+        preload()
+    except Exception as e:  # best effort, see above
+        logger.warning("onnxruntime.preload_dlls failed: %s", e)

@@ -19,7 +19,9 @@
     dead work          cancelled requests leave the queue at once; a deadline fires on a timer
                        (504 without waiting for the model) and removes the request's jobs; the
                        inference thread checks once more right before each forward pass
-    inference thread   one thread runs every forward pass (onnxruntime parallelises inside)
+    inference thread   one thread runs every forward pass (onnxruntime parallelises inside); a pass
+                       past the inference timeout fails its requests (504) and the next batches run
+                       on a fresh thread (service.inference_thread: stuck calls, readiness, liveness)
 """
 
 from __future__ import annotations
@@ -30,7 +32,6 @@ import math
 import time
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,6 +41,7 @@ from afrl.padding import left_pad
 from service.admission import Deadline, QueueFull
 from service.backend import Backend
 from service.batching import SEQUENCE_BUCKET, bucket_length, can_join, plan_micro_batches
+from service.inference_thread import BackendStuck, InferenceThread, InferenceTimeout
 from service.kv import KVCache
 from service.metrics import ServiceMetrics
 
@@ -116,7 +118,8 @@ class Scheduler:
     """Owns the queue and the inference thread; created and used on the event loop."""
 
     def __init__(self, backend: Backend, pad_id: int, max_batch_tokens: int, max_queue_tokens: int,
-                 max_wait_ms: float, metrics: ServiceMetrics, max_queue_delay_ms: float = 0.0):  # fmt: skip
+                 max_wait_ms: float, metrics: ServiceMetrics, max_queue_delay_ms: float = 0.0,
+                 inference_timeout_ms: float = 0.0):  # fmt: skip
         self.backend = backend
         self.pad_id = pad_id
         self.max_batch_tokens = max_batch_tokens
@@ -131,7 +134,7 @@ class Scheduler:
         self._wake = asyncio.Event()
         self._tokens_per_s: float | None = None
         self._running: tuple[float, int] | None = None  # (perf_counter at start, padded tokens) of the pass
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="afrl-inference")
+        self._thread = InferenceThread(inference_timeout_ms / 1000.0, on_change=self._stuck_calls_changed)
         self._task: asyncio.Task | None = None
         self._closed = False
 
@@ -173,6 +176,7 @@ class Scheduler:
         """Queue a request's score jobs; QueueFull when the queued tokens would pass the bound."""
         if self._closed:
             raise ShuttingDown("the service is shutting down")
+        self._thread.check()
         self.start()
         lengths = [len(r) for r in work.rows]
         jobs = []
@@ -198,6 +202,7 @@ class Scheduler:
         """Run `fn` on the inference thread in the work's turn; cancelled with the work."""
         if work.cancelled:
             raise asyncio.CancelledError
+        self._thread.check()
         future = asyncio.get_running_loop().create_future()
         self._enqueue(work, [StepJob(work, fn, future)])
         return await future
@@ -227,7 +232,7 @@ class Scheduler:
 
     def warmup(self, fn: Callable[[], Any]) -> Any:
         """Run `fn` on the inference thread now (blocking): warmup before the service is ready."""
-        return self._executor.submit(fn).result()
+        return self._thread.run_blocking(fn)
 
     def close(self) -> None:
         self._closed = True
@@ -238,7 +243,7 @@ class Scheduler:
                 loop.run_until_complete(asyncio.gather(self._task, return_exceptions=True))
         for work in list(self._order):
             self._fail(work, ShuttingDown("the service is shutting down"))
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        self._thread.shutdown()
 
     # ---- queue bookkeeping -------------------------------------------------------------------
 
@@ -281,7 +286,6 @@ class Scheduler:
     # ---- the loop ----------------------------------------------------------------------------
 
     async def _loop(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:
             if not self._order:
                 self._wake.clear()
@@ -292,21 +296,46 @@ class Scheduler:
             if not batch:
                 continue
             try:
-                outcome = await loop.run_in_executor(self._executor, self._execute, batch)
+                outcome = await self._thread.run(self._execute, batch)
             except asyncio.CancelledError:
                 raise
+            except (InferenceTimeout, BackendStuck) as e:  # logged by the inference thread
+                if isinstance(e, InferenceTimeout):
+                    self.metrics.inference_timeouts.inc()
+                outcome = e
             except Exception as e:  # the backend failed: the requests in this batch fail, the service goes on
                 logger.exception("forward pass failed")
                 outcome = e
             self._deliver(batch, outcome)
 
     def health(self) -> None:
-        """Raise if the batcher cannot serve (its loop ended)."""
+        """Raise if the batcher cannot serve well: its loop ended, or a forward pass is stuck."""
         if self._closed:
             raise RuntimeError("the batcher is closed")
         if self._task is not None and self._task.done():
             error = None if self._task.cancelled() else self._task.exception()
             raise RuntimeError(f"the batcher loop stopped: {error!r}")
+        if self._thread.stuck:
+            raise RuntimeError(
+                f"{self._thread.stuck} forward pass(es) stuck past the inference timeout, the oldest for "
+                f"{self._thread.stuck_for_s():.1f} s"
+            )
+
+    def liveness(self) -> None:
+        """Raise BackendStuck when the backend is wedged (what /health/live reports)."""
+        self._thread.check()
+
+    def _stuck_calls_changed(self) -> None:
+        """A forward pass was abandoned or came back: report it; when wedged, fail whatever waits."""
+        self.metrics.stuck_inference_calls.set(self._thread.stuck)
+        if self._thread.wedged:
+            for work in list(self._order):
+                error = BackendStuck("the model backend is not answering; retry on another replica")
+                for job in work.jobs:
+                    if isinstance(job, StepJob) and not job.future.done():
+                        job.future.set_exception(error)  # an explanation step fails, not cancels, its request
+                self._fail(work, error)
+        self._wake.set()
 
     async def _hold_open(self) -> None:
         """Wait up to max_wait_ms for requests still tokenizing, if they could join the next batch."""

@@ -57,6 +57,11 @@ class ServiceSettings(BaseSettings):
         "starts (the work ahead of it at the measured tokens/s); set it to the latency budget left after "
         "compute so accepted requests stay fast under overload; 0: no bound"
     )
+    inference_timeout_ms: float = Field(
+        60_000.0, ge=0, description="longest one forward pass may take: past it the batch's requests get 504, "
+        "the next batches run on a fresh inference thread, and /health/ready answers 503 until the stuck call "
+        "returns (two stuck at once: /health/live answers 503 too); 0: no timeout"
+    )
     shared_prefix: bool = Field(
         True, description="score with the 'prefix' + 'score_prefix' graphs when the artifact has them: the "
         "guideline + query prefix runs once per request; false: always the plain 'score' graph"
@@ -67,6 +72,10 @@ class ServiceSettings(BaseSettings):
     )
     api_key: SecretStr | None = Field(
         None, description="when set, /v1/*, /v2/* and /info need 'Authorization: Bearer KEY' or 'x-api-key: KEY'"
+    )
+    cors_origins: str = Field(
+        "", description="browser origins allowed to call the API cross-origin, comma-separated (e.g. "
+        "'https://search.example.com'; '*' allows any); empty: no CORS headers, browsers block cross-origin calls"
     )
     providers: str = Field(
         "auto", description="ONNX Runtime execution providers, comma-separated, in priority order; 'auto': "
@@ -92,10 +101,19 @@ class ServiceSettings(BaseSettings):
     @field_validator("providers")
     @classmethod
     def _providers_not_empty(cls, value: str) -> str:
-        if not [p for p in value.split(",") if p.strip()]:
+        if not comma_list(value):
             raise ValueError("providers must name at least one ONNX Runtime execution provider")
         return value
 
     @property
     def provider_list(self) -> list[str]:
-        return [p.strip() for p in self.providers.split(",") if p.strip()]
+        return comma_list(self.providers)
+
+    @property
+    def cors_origin_list(self) -> list[str]:
+        return comma_list(self.cors_origins)
+
+
+def comma_list(value: str) -> list[str]:
+    """'a, b,,c' -> ['a', 'b', 'c']: list settings are comma-separated strings, plain in an env file."""
+    return [item.strip() for item in value.split(",") if item.strip()]

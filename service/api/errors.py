@@ -65,6 +65,16 @@ class DeadlineExceededError(ServiceError):
     status, type = 504, "deadline_exceeded"
 
 
+class InferenceTimeoutError(ServiceError):
+    """The forward pass itself passed AFRL_INFERENCE_TIMEOUT_MS (not the request's own deadline)."""
+
+    status, type = 504, "inference_timeout"
+
+
+class BackendStuckError(ServiceError):
+    status, type = 503, "backend_stuck"
+
+
 class ClientDisconnected(ServiceError):
     """The client went away before the answer; nobody reads this response (nginx's 499)."""
 

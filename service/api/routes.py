@@ -2,8 +2,8 @@
 
     POST /v1/score     grades (service.api.serving), or an event stream (service.api.streaming)
     POST /v1/rerank    Cohere/Jina rerank (service.api.serving_rerank); /v2/rerank the same
-    GET  /health/live  the process answers
-    GET  /health/ready the model is loaded and warmed (503 before)
+    GET  /health/live  the process answers and its backend is not wedged (503: restart it)
+    GET  /health/ready the model is loaded and warmed, not draining, no forward pass stuck (503 otherwise)
     GET  /metrics      Prometheus text
     GET  /info         model, label set, limits
 """
@@ -11,15 +11,14 @@
 from __future__ import annotations
 
 import time
-from typing import Any
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import Response
-from pydantic import BaseModel
+from fastapi.responses import PlainTextResponse, Response
 
 from service.api.auth import require_api_key
 from service.api.body import read_json
-from service.api.errors import NotReady
+from service.api.errors import BackendStuckError, NotReady
+from service.api.openapi import EVENT_STREAM, SCORING_ERRORS, errors, request_body
 from service.api.schemas import (
     InfoResponse,
     LabelInfo,
@@ -32,32 +31,11 @@ from service.api.schemas import (
 from service.api.serving import ready_engine, refuse_early, serve_score
 from service.api.serving_rerank import serve_rerank
 from service.api.streaming import serve_score_stream
+from service.inference_thread import BackendStuck
 from service.metrics import CONTENT_TYPE
 from service.runtime import ServiceRuntime
 
 router = APIRouter()
-
-
-def _inline_schema(model: type[BaseModel]) -> dict[str, Any]:
-    """The model's JSON schema with its $defs inlined (the body is parsed by hand, not by FastAPI)."""
-    schema = model.model_json_schema()
-    defs = schema.pop("$defs", {})
-
-    def inline(node: Any) -> Any:
-        if isinstance(node, dict):
-            ref = node.get("$ref", "")
-            if ref.startswith("#/$defs/"):
-                return inline(defs[ref.removeprefix("#/$defs/")])
-            return {k: inline(v) for k, v in node.items()}
-        if isinstance(node, list):
-            return [inline(v) for v in node]
-        return node
-
-    return inline(schema)
-
-
-def _body(model: type[BaseModel]) -> dict[str, Any]:
-    return {"requestBody": {"required": True, "content": {"application/json": {"schema": _inline_schema(model)}}}}
 
 
 def _runtime(request: Request) -> ServiceRuntime:
@@ -69,7 +47,8 @@ def _runtime(request: Request) -> ServiceRuntime:
     dependencies=[Depends(require_api_key)],
     response_model=ScoreResponse,
     response_model_exclude_none=True,
-    openapi_extra=_body(ScoreRequest),
+    responses={200: {"content": EVENT_STREAM}, **SCORING_ERRORS},
+    openapi_extra=request_body(ScoreRequest),
 )
 async def score(request: Request) -> Response:
     arrived = time.monotonic()
@@ -93,7 +72,8 @@ _RERANK = dict(
     dependencies=[Depends(require_api_key)],
     response_model=RerankResponse,
     response_model_exclude_none=True,
-    openapi_extra=_body(RerankRequest),
+    responses=SCORING_ERRORS,
+    openapi_extra=request_body(RerankRequest),
 )
 
 
@@ -107,12 +87,19 @@ async def rerank_v2(request: Request) -> Response:
     return await _rerank(request, "2")
 
 
-@router.get("/health/live")
-async def live() -> dict[str, str]:
+@router.get("/health/live", responses=errors(503))
+async def live(request: Request) -> dict[str, str]:
+    """The process answers, and its model backend is not wedged (service.inference_thread)."""
+    engine = _runtime(request).engine
+    if engine is not None:
+        try:
+            engine.scheduler.liveness()
+        except BackendStuck as e:
+            raise BackendStuckError(str(e)) from None
     return {"status": "live"}
 
 
-@router.get("/health/ready")
+@router.get("/health/ready", responses=errors(503))
 async def ready(request: Request) -> dict[str, str]:
     runtime = _runtime(request)
     if runtime.draining:
@@ -126,12 +113,13 @@ async def ready(request: Request) -> dict[str, str]:
     return {"status": "ready"}
 
 
-@router.get("/metrics")
+@router.get("/metrics", response_class=PlainTextResponse)
 async def metrics(request: Request) -> Response:
     return Response(_runtime(request).metrics.render(), media_type=CONTENT_TYPE)
 
 
-@router.get("/info", dependencies=[Depends(require_api_key)], response_model_exclude_none=True)
+@router.get("/info", dependencies=[Depends(require_api_key)], response_model_exclude_none=True,
+            responses=errors(401, 503))  # fmt: skip
 async def info(request: Request) -> InfoResponse:
     runtime = _runtime(request)
     engine = ready_engine(runtime)

@@ -12,6 +12,11 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, Strict
 
 _DOCUMENT_SHAPE = 'a string or an object {"text": string, "id"?: string}'
 
+# Checked by the validators below (which word the errors); repeated in the JSON schema so that
+# clients and schema-driven fuzzers know a query needs a non-blank character and documents one item.
+_QUERY_SCHEMA = {"pattern": r"\S"}
+_DOCUMENTS_SCHEMA = {"minItems": 1}
+
 
 class DocumentIn(BaseModel):
     model_config = ConfigDict(extra="ignore")
@@ -37,8 +42,8 @@ class ScoreRequest(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    query: StrictStr
-    documents: list[StrictStr | DocumentIn]
+    query: StrictStr = Field(json_schema_extra=_QUERY_SCHEMA)
+    documents: list[StrictStr | DocumentIn] = Field(json_schema_extra=_DOCUMENTS_SCHEMA)
     top_n: StrictInt | None = Field(None, ge=1, description="return only the best n, best first")
     timeout_ms: StrictInt | None = Field(
         None, gt=0, description="give up (504) if some scoring has not started by then; explanations are not timed"
@@ -127,8 +132,14 @@ class DoneEvent(BaseModel):
 
 
 class ErrorBody(BaseModel):
-    type: str
-    message: str
+    type: str = Field(description="stable error kind, e.g. invalid_request, queue_full, inference_timeout")
+    message: str = Field(description="what went wrong, naming the field for invalid input")
+
+
+class ErrorResponse(BaseModel):
+    """Every non-2xx answer."""
+
+    error: ErrorBody
 
 
 class RerankDocument(BaseModel):
@@ -143,8 +154,8 @@ class RerankRequest(BaseModel):
     model_config = ConfigDict(extra="ignore", protected_namespaces=())
 
     model: StrictStr | None = Field(None, description="accepted and ignored: one model is served")
-    query: StrictStr
-    documents: list[StrictStr | RerankDocument]
+    query: StrictStr = Field(json_schema_extra=_QUERY_SCHEMA)
+    documents: list[StrictStr | RerankDocument] = Field(json_schema_extra=_DOCUMENTS_SCHEMA)
     top_n: StrictInt | None = Field(None, ge=1, description="return only the best n")
     return_documents: StrictBool | None = Field(None, description="echo each document's text (default false)")
     max_tokens_per_doc: StrictInt | None = Field(

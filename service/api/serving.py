@@ -20,8 +20,10 @@ from pydantic import BaseModel
 from afrl.scoring import GradeResult
 from service.admission import Deadline, DeadlineExceeded, QueueFull
 from service.api.errors import (
+    BackendStuckError,
     ClientDisconnected,
     DeadlineExceededError,
+    InferenceTimeoutError,
     InternalError,
     InvalidRequest,
     NotReady,
@@ -31,6 +33,7 @@ from service.api.errors import (
 )
 from service.api.schemas import ScoreRequest, ScoreResponse, ScoreResult, ScoreUsage
 from service.engine import InputTooLong, ScoreOutcome, ScoringEngine
+from service.inference_thread import BackendStuck, InferenceTimeout
 from service.runtime import ServiceRuntime
 from service.scheduler import ShuttingDown
 
@@ -107,6 +110,10 @@ def engine_errors(engine: ScoringEngine) -> Iterator[None]:
         raise PayloadTooLarge(str(e), reason="query_too_long") from None
     except ShuttingDown as e:
         raise NotReady(str(e)) from None
+    except InferenceTimeout as e:
+        raise InferenceTimeoutError(str(e)) from None
+    except BackendStuck as e:
+        raise BackendStuckError(str(e)) from None
     except Exception:
         logger.exception("scoring failed")
         raise InternalError("scoring failed; see the server log") from None

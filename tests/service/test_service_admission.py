@@ -131,6 +131,9 @@ def test_a_stream_client_that_disconnects_stops_the_decoding(make_client, prefix
         assert decoded < 8
         assert first_score < 0.5  # the scores came first, long before the explanation would end
         wait_metric(server.url, "afrl_queue_depth", 0)
+        gated.decode_delay = 0.0
+        after = httpx.post(f"{server.url}/v1/score", json={**body, "stream": False}, timeout=10)
+        assert after.status_code == 200 and all(r["reasoning"] for r in after.json()["results"]), "still serving"
 
 
 def start_server(artifact_dir: Path, delay: float, grace: float) -> tuple[subprocess.Popen, str]:
@@ -155,8 +158,12 @@ def test_sigterm_drains_in_flight_requests_then_exits(artifact_dir):
     proc, url = start_server(artifact_dir, delay=0.8, grace=10)
     try:
         answers: list = []
-        client = threading.Thread(target=lambda: answers.append(httpx.post(f"{url}/v1/score", json=GOOD, timeout=10)))
-        client.start()
+        clients = [  # under load: several requests running or queued when the signal comes
+            threading.Thread(target=lambda: answers.append(httpx.post(f"{url}/v1/score", json=GOOD, timeout=10)))
+            for _ in range(4)
+        ]
+        for client in clients:
+            client.start()
         time.sleep(0.3)  # in the model now
         start = time.perf_counter()
         proc.send_signal(signal.SIGTERM)
@@ -165,13 +172,14 @@ def test_sigterm_drains_in_flight_requests_then_exits(artifact_dir):
             refused = httpx.get(f"{url}/health/ready", timeout=1).status_code != 200
         except httpx.HTTPError:
             refused = True  # the listening socket is closed: no new connections
-        client.join(10)
+        for client in clients:
+            client.join(10)
         code = proc.wait(10)
         elapsed = time.perf_counter() - start
     finally:
         proc.kill()
     assert refused
-    assert answers and answers[0].status_code == 200, "the in-flight request was answered"
+    assert [r.status_code for r in answers] == [200] * 4, "every in-flight request was answered"
     assert code in (0, -signal.SIGTERM) and elapsed < 5
 
 

@@ -94,6 +94,22 @@ def test_run_raises_artifact_error_when_the_model_cannot_load(tmp_path):
         run(ServiceSettings(model=tmp_path / "nowhere", port=0))
 
 
+def test_afrl_serve_on_a_corrupt_artifact_exits_non_zero_naming_the_file(artifact_dir, tmp_path):
+    import shutil
+    import subprocess
+    import sys
+
+    bad = tmp_path / "bad"
+    shutil.copytree(artifact_dir, bad)
+    (bad / "score.onnx").write_bytes(b"tampered")
+    done = subprocess.run([sys.executable, "-m", "afrl.cli", "serve", "--model", str(bad), "--port", "0"],
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert done.returncode != 0
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("afrl serve:") and "score.onnx" in last and "corrupt" in last, done.stderr
+    assert "Traceback" not in done.stderr
+
+
 def test_api_key_required_on_score_rerank_and_info_but_not_health_or_metrics(make_client):
     client, _ = make_client(api_key="s3cret")
     rerank = {"query": "water bottle", "documents": DOCS[:2]}
@@ -170,8 +186,12 @@ def test_settings_read_the_afrl_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("AFRL_API_KEY", "zz-secret-zz")
     monkeypatch.setenv("AFRL_MAX_QUEUE_TOKENS", "999")
     monkeypatch.setenv("AFRL_GRACE_PERIOD_S", "7.5")
+    monkeypatch.setenv("AFRL_INFERENCE_TIMEOUT_MS", "2500")
+    monkeypatch.setenv("AFRL_CORS_ORIGINS", "https://a.example, https://b.example")
     s = ServiceSettings()
     assert s.max_queue_tokens == 999 and s.grace_period_s == 7.5
+    assert s.inference_timeout_ms == 2500 and s.cors_origin_list == ["https://a.example", "https://b.example"]
+    assert ServiceSettings.model_fields["cors_origins"].default == ""
     assert ServiceSettings.model_fields["providers"].default == "auto"
     assert s.model == tmp_path and s.max_batch_tokens == 1234
     assert s.provider_list == ["CUDAExecutionProvider", "CPUExecutionProvider"]

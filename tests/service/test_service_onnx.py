@@ -57,6 +57,19 @@ def test_provider_choice():
         resolve_providers(["auto", CPU], [CPU])
 
 
+def test_pip_installed_cuda_libraries_are_preloaded_only_with_onnxruntime_gpu(monkeypatch):
+    import sys
+    import types
+
+    from service.providers import available_providers
+
+    for providers, expected in (([CPU], 0), ([CUDA, CPU], 1)):
+        calls: list = []
+        fake = types.SimpleNamespace(get_available_providers=lambda p=providers: p, preload_dlls=lambda: calls.append(1))
+        monkeypatch.setitem(sys.modules, "onnxruntime", fake)
+        assert available_providers() == providers and len(calls) == expected
+
+
 def test_cuda_graph_buckets():
     assert [row_bucket(n) for n in (1, 2, 3, 5, 8, 9)] == [1, 2, 4, 8, 8, 16]
     shapes = cuda_graph_shapes([64, 512], max_batch_tokens=1024)
