@@ -156,13 +156,7 @@ class Scheduler:
                 f"the limit is {self.max_queue_tokens}",
                 retry_after_s=self.retry_after_s(),
             )
-        wait = self.estimated_wait_s()
-        if self.max_queue_delay_s and wait > self.max_queue_delay_s:
-            raise QueueFull(
-                f"the work ahead would keep this request waiting about {wait * 1000:.0f} ms, "
-                f"the limit is {self.max_queue_delay_s * 1000:g} ms",
-                retry_after_s=self.retry_after_s(),
-            )
+        self.check_delay()
         self.arriving += 1
         self.arriving_tokens += estimate
         return estimate
@@ -211,6 +205,17 @@ class Scheduler:
         """The request is gone (client disconnect, finished, failed): none of its queued work runs."""
         work.cancelled = True
         self._drop(work)
+
+    def check_delay(self) -> None:
+        """QueueFull when a request arriving now would wait past max_queue_delay_ms (cheap: the
+        service calls it before reading a body, and again when the request arrives)."""
+        wait = self.estimated_wait_s()
+        if self.max_queue_delay_s and wait > self.max_queue_delay_s:
+            raise QueueFull(
+                f"the work ahead would keep this request waiting about {wait * 1000:.0f} ms, "
+                f"the limit is {self.max_queue_delay_s * 1000:g} ms",
+                retry_after_s=self.retry_after_s(),
+            )
 
     def estimated_wait_s(self) -> float:
         """Seconds before a request arriving now would start computing: the queued and arriving

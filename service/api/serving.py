@@ -92,6 +92,7 @@ def refuse_early(runtime: ServiceRuntime) -> None:
     engine = ready_engine(runtime)
     with engine_errors(engine):
         runtime.admission.check()
+        engine.scheduler.check_delay()
 
 
 @contextmanager

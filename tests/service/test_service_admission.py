@@ -52,6 +52,31 @@ def test_overload_beyond_the_queued_token_bound_is_a_quick_429(make_client):
     assert metric_value(metrics, "afrl_queue_tokens") == 0
 
 
+def test_a_wait_past_the_queue_delay_bound_is_refused_before_the_body_is_read(make_client):
+    client, backend = make_client(max_queue_delay_ms=50)
+    backend.delay = 0.1
+    assert client.post("/v1/score", json=GOOD).status_code == 200  # measures the throughput: ~0.1 s a pass
+    backend.delay = 0.0
+    running = blocked(client, backend)
+    time.sleep(0.15)  # the running pass is now overdue: its expected rest counts as 0
+    queued: list = []
+    waiting = threading.Thread(target=lambda: queued.append(client.post("/v1/score", json=GOOD)))
+    waiting.start()  # admitted; its ~0.1 s of work then waits behind the running pass
+    for _ in range(500):
+        if "afrl_queue_tokens 384.0" in client.get("/metrics").text:
+            break
+        time.sleep(0.01)
+    try:
+        r = client.post("/v1/score", content=b"{not json", headers={"content-type": "application/json"})
+    finally:
+        backend.gate.set()
+        running.join(10), waiting.join(10)
+    assert r.status_code == 429, f"refused before parsing, the body never read: {r.status_code} {r.text}"
+    assert "limit is 50 ms" in r.json()["error"]["message"] and int(r.headers["retry-after"]) >= 1
+    assert queued[0].status_code == 200
+    assert client.post("/v1/score", json=GOOD).status_code == 200  # drained: admitted again
+
+
 def test_deadline_gives_504_while_the_model_is_still_busy(make_client):
     client, backend = make_client()
     running = blocked(client, backend)
