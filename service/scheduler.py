@@ -300,8 +300,13 @@ class Scheduler:
             batch = self._take()
             if not batch:
                 continue
+            # Kept here, on the event loop, not on the inference thread: a pass abandoned past the
+            # timeout never comes back to this loop, so it cannot clear the next pass's `_running`
+            # or pull the measured throughput down when it finally returns.
+            self._running = (time.perf_counter(), sum(j.tokens for j in batch))
             try:
-                outcome = await self._thread.run(self._execute, batch)
+                outcome, tokens, elapsed = await self._thread.run(self._execute, batch)
+                self._measure_throughput(tokens, elapsed)
             except asyncio.CancelledError:
                 raise
             except (InferenceTimeout, BackendStuck) as e:  # logged by the inference thread
@@ -311,7 +316,15 @@ class Scheduler:
             except Exception as e:  # the backend failed: the requests in this batch fail, the service goes on
                 logger.exception("forward pass failed")
                 outcome = e
+            finally:
+                self._running = None
             self._deliver(batch, outcome)
+
+    def _measure_throughput(self, tokens: int, elapsed: float) -> None:
+        """Padded tokens per second, smoothed: what queue-delay admission and Retry-After estimate with."""
+        if tokens and elapsed > 0:
+            rate = tokens / elapsed
+            self._tokens_per_s = rate if self._tokens_per_s is None else 0.8 * self._tokens_per_s + 0.2 * rate
 
     def health(self) -> None:
         """Raise if the batcher cannot serve well: its loop ended, or a forward pass is stuck."""
@@ -391,34 +404,27 @@ class Scheduler:
 
     # ---- on the inference thread ---------------------------------------------------------------
 
-    def _execute(self, batch: list) -> dict:
-        """Run one batch; returns {job: result}. Dead work is skipped right before compute."""
+    def _execute(self, batch: list) -> tuple[dict, int, float]:
+        """Run one batch; returns ({job: result}, padded tokens computed, seconds). Dead work is
+        skipped right before compute."""
         live = [j for j in batch if not j.work.dead()]
         if not live:
-            return {}
+            return {}, 0, 0.0
         start = time.perf_counter()
-        self._running = (start, sum(j.tokens for j in live))
         for job in live:
             if job.work.first_start is None:
                 job.work.first_start = start
                 self.metrics.queue_duration.observe(start - job.work.submitted)
-        try:
-            if isinstance(live[0], StepJob):
-                out = {live[0]: live[0].fn()}
-            elif live[0].mergeable:
-                out = self._score_plain(live)
-            else:
-                out = {live[0]: self._score_prefixed(live[0])}
-        finally:
-            self._running = None
+        if isinstance(live[0], StepJob):
+            out = {live[0]: live[0].fn()}
+        elif live[0].mergeable:
+            out = self._score_plain(live)
+        else:
+            out = {live[0]: self._score_prefixed(live[0])}
         elapsed = time.perf_counter() - start
         for job in live:
             job.work.inference_seconds += elapsed
-        tokens = sum(j.tokens for j in live)
-        if tokens and elapsed > 0:
-            rate = tokens / elapsed
-            self._tokens_per_s = rate if self._tokens_per_s is None else 0.8 * self._tokens_per_s + 0.2 * rate
-        return out
+        return out, sum(j.tokens for j in live), elapsed
 
     def _score_plain(self, jobs: list[ScoreJob]) -> dict:
         rows = [job.work.rows[i] for job in jobs for i in job.rows]
