@@ -24,7 +24,7 @@ import numpy as np
 
 from afrl.padding import left_pad
 from loadtest.bench_latency import DOCUMENTS, QUERY
-from loadtest.server_process import running_server  # noqa: F401  (re-exported for the scripts)
+from loadtest.server_process import running_server, running_server_process  # noqa: F401  (re-exported for the scripts)
 from service.artifact_loader import load_artifact
 from service.backend import supports_prefix
 from service.batching import bucket_length

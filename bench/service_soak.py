@@ -21,15 +21,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import statistics
 import sys
 import time
 from collections import Counter
 from pathlib import Path
-from urllib.parse import urlsplit
 
-from service_common import AsyncClient, print_table, running_server, score_body, summary
+from service_common import AsyncClient, print_table, running_server_process, score_body, summary
 from service_overload import measure_capacity, open_loop
 
 
@@ -51,22 +49,6 @@ class RecordingClient:
         self.inner.close()
 
 
-def server_pid(url: str) -> int:
-    """The `afrl serve` child of this process listening on the URL's port (Linux /proc)."""
-    port = str(urlsplit(url).port)
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            args = (entry / "cmdline").read_bytes().split(b"\0")
-        except (OSError, IndexError, ValueError):
-            continue
-        if ppid == os.getpid() and b"serve" in args and port.encode() in args:
-            return int(entry.name)
-    raise RuntimeError(f"no server process of ours on port {port}")
-
-
 def rss_mib(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -80,12 +62,12 @@ async def sample_rss(pid: int, start: float, every_s: float, out: list[tuple[flo
         await asyncio.sleep(every_s)
 
 
-async def run_phases(url: str, a: argparse.Namespace, capacity: float) -> dict:
+async def run_phases(url: str, pid: int, a: argparse.Namespace, capacity: float) -> dict:
     """Soak, then overload, on one server, sampling its RSS throughout."""
     start = time.perf_counter()
     body = json.dumps(score_body(a.documents)).encode()
     rss: list[tuple[float, float]] = []
-    sampler = asyncio.create_task(sample_rss(server_pid(url), start, a.sample, rss))
+    sampler = asyncio.create_task(sample_rss(pid, start, a.sample, rss))
     soak, overload = RecordingClient(url, start), RecordingClient(url, start)
     await open_loop(soak, body, a.load * capacity, a.duration, seed=1)
     soak_end = time.perf_counter() - start
@@ -180,12 +162,12 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=Path("runs/soak"))
     a = ap.parse_args()
     env = dict(kv.split("=", 1) for kv in a.env)
-    with running_server(a.model, env=env) as url:
+    with running_server_process(a.model, env=env) as (url, server):
         unloaded, capacity = asyncio.run(measure_capacity(url, argparse.Namespace(
             documents=a.documents, seconds=a.capacity_seconds, concurrency=a.concurrency)))  # fmt: skip
         print(f"capacity {capacity:.1f} req/s; soak at {a.load * capacity:.1f} req/s for {a.duration:g} s, "
               f"then {a.factor * capacity:.1f} req/s for {a.overload_seconds:g} s", flush=True)  # fmt: skip
-        series = asyncio.run(run_phases(url, a, capacity))
+        series = asyncio.run(run_phases(url, server.pid, a, capacity))
     soak = {**phase_figures(series["soak"], a.duration), **rss_growth(series["rss"], series["soak_end_s"])}
     overload = phase_figures(series["overload"], a.overload_seconds)
     base = summary(unloaded)

@@ -23,6 +23,14 @@ def free_port() -> int:
 def running_server(model: str | Path | None = None, env: dict[str, str] | None = None,
                    ready_timeout_s: float = 600.0, log_path: Path | None = None):
     """Yields the base URL once /health/ready answers 200; terminates the server afterwards."""
+    with running_server_process(model, env, ready_timeout_s, log_path) as (url, _):
+        yield url
+
+
+@contextmanager
+def running_server_process(model: str | Path | None = None, env: dict[str, str] | None = None,
+                           ready_timeout_s: float = 600.0, log_path: Path | None = None):
+    """running_server, yielding (base URL, the server's Popen) for callers that watch the process."""
     port = free_port()
     cmd = [sys.executable, "-m", "afrl.cli", "serve", "--port", str(port)]
     if model is not None:
@@ -44,7 +52,7 @@ def running_server(model: str | Path | None = None, env: dict[str, str] | None =
             if time.monotonic() > deadline:
                 raise TimeoutError(f"server not ready after {ready_timeout_s:.0f}s")
             time.sleep(0.2)
-        yield url
+        yield url, proc
     finally:
         proc.terminate()
         try:
