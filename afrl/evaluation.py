@@ -16,7 +16,6 @@ Writes eval.json, confusion.png and eval.png (calibration, per-rule accuracy).
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import time
@@ -93,6 +92,7 @@ def evaluate_artifact(
     progress: Callable[[str], None] | None = None,
 ) -> dict:
     from service.artifact_loader import load_artifact
+    from service.blocking import BlockingScorer
     from service.engine import ScoringEngine
     from service.metrics import ServiceMetrics
     from service.settings import ServiceSettings
@@ -102,13 +102,12 @@ def evaluate_artifact(
         examples = examples[:limit]
     settings = ServiceSettings(model=model_dir)
     model = load_artifact(settings)
-    engine = ScoringEngine(model, settings.max_batch_tokens, ServiceMetrics())
-    loop = asyncio.new_event_loop()
+    scorer = BlockingScorer(ScoringEngine(model, settings.max_batch_tokens, ServiceMetrics()))
     done = 0
 
     def predict(query: str, documents: list[str]) -> list[GradeResult]:
         nonlocal done
-        results = loop.run_until_complete(engine.score(query, documents)).results
+        results = scorer.score(query, documents).results
         done += len(documents)
         if progress and done // 500 != (done - len(documents)) // 500:
             progress(f"eval: {done}/{len(examples)} examples")
@@ -118,8 +117,7 @@ def evaluate_artifact(
     try:
         results = predict_examples(examples, predict)
     finally:
-        engine.close()
-        loop.close()
+        scorer.close()
     report = {"model": model.name, "data": data, **grade_report(examples, results, train_grades,
                                                                 model.manifest.labels.values)}
     report["seconds"] = time.perf_counter() - start

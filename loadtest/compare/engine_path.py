@@ -12,7 +12,6 @@ other path. Returns (B, K) label probabilities.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from pathlib import Path
 
@@ -26,6 +25,7 @@ def engine_call(artifact: Path, inputs: CompareInputs, threads: int,
                 shared_prefix: bool) -> tuple[Callable[[], np.ndarray], Callable[[], None]]:  # fmt: skip
     """The call and what closes the engine."""
     from service.artifact_loader import load_artifact, onnx_backend_factory
+    from service.blocking import BlockingScorer
     from service.engine import ScoringEngine
     from service.metrics import ServiceMetrics
     from service.settings import ServiceSettings
@@ -40,15 +40,10 @@ def engine_call(artifact: Path, inputs: CompareInputs, threads: int,
 
     model = load_artifact(settings, backend)
     model.encoder = PromptEncoder(inputs.template, model.tokenizer, settings.max_document_tokens)
-    engine = ScoringEngine(model, settings.max_batch_tokens, ServiceMetrics(), settings)
-    loop = asyncio.new_event_loop()
+    scorer = BlockingScorer(ScoringEngine(model, settings.max_batch_tokens, ServiceMetrics(), settings))
 
     def call() -> np.ndarray:
-        outcome = loop.run_until_complete(engine.score(inputs.query, inputs.documents))
+        outcome = scorer.score(inputs.query, inputs.documents)
         return np.asarray([r.probs for r in outcome.results])  # (B, K)
 
-    def close() -> None:
-        engine.close()
-        loop.close()
-
-    return call, close
+    return call, scorer.close
