@@ -45,8 +45,13 @@ def load_examples(data: str, seed: int = 0) -> tuple[list, list[int]]:
 
 
 def evaluate(
-    model_dir: Path, data: str, out_dir: Path | None = None, seed: int = 0, limit: int | None = None,
-    explain: int = 0, progress: Callable[[str], None] | None = None,
+    model_dir: Path,
+    data: str,
+    out_dir: Path | None = None,
+    seed: int = 0,
+    limit: int | None = None,
+    explain: int = 0,
+    progress: Callable[[str], None] | None = None,
 ) -> dict:
     """An artifact (manifest.json) or a training checkpoint (afrl.json): grade figures, then explanations."""
     from afrl.manifest import MANIFEST_NAME
@@ -58,8 +63,9 @@ def evaluate(
     elif (model_dir / "afrl.json").is_file():
         report, checkpoint = None, model_dir
     else:
-        raise FileNotFoundError(f"{model_dir} is neither a model artifact ({MANIFEST_NAME}) nor a training checkpoint "
-                                "(afrl.json)")
+        raise FileNotFoundError(
+            f"{model_dir} is neither a model artifact ({MANIFEST_NAME}) nor a training checkpoint (afrl.json)"
+        )
     if report is None or explain:
         from training.context import load_checkpoint
         from training.model_eval import evaluate_model
@@ -67,8 +73,10 @@ def evaluate(
         examples, train_grades = load_examples(data, seed)
         examples = examples[:limit] if limit is not None else examples
         if checkpoint is None:
-            report["explanations"] = {"skipped": "the artifact's source checkpoint is not on disk; "
-                                                 "pass the checkpoint folder to measure explanations"}
+            report["explanations"] = {
+                "skipped": "the artifact's source checkpoint is not on disk; "
+                "pass the checkpoint folder to measure explanations"
+            }
         else:
             model, ctx = load_checkpoint(checkpoint)
             start = time.perf_counter()
@@ -88,7 +96,11 @@ def evaluate(
 
 
 def evaluate_artifact(
-    model_dir: Path, data: str, out_dir: Path | None = None, seed: int = 0, limit: int | None = None,
+    model_dir: Path,
+    data: str,
+    out_dir: Path | None = None,
+    seed: int = 0,
+    limit: int | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> dict:
     from service.artifact_loader import load_artifact
@@ -118,8 +130,11 @@ def evaluate_artifact(
         results = predict_examples(examples, predict)
     finally:
         scorer.close()
-    report = {"model": model.name, "data": data, **grade_report(examples, results, train_grades,
-                                                                model.manifest.labels.values)}
+    report = {
+        "model": model.name,
+        "data": data,
+        **grade_report(examples, results, train_grades, model.manifest.labels.values),
+    }
     report["seconds"] = time.perf_counter() - start
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -176,13 +191,19 @@ def _plot_details(report: dict, path: Path) -> None:
     ax1.set_title(f"calibration, ECE {report.get('expected_calibration_error', float('nan')):.3f}")
     rules = report.get("per_rule", {})
     names = list(rules)
-    ax2.bar(range(len(names)), [rules[r]["accuracy"] for r in names],
-            color=["tab:orange" if r in RULES and RULES[r].long_tail else "tab:blue" for r in names])
-    ax2.set_xticks(range(len(names)), [r + ("*" if r in RULES and RULES[r].long_tail else "") for r in names],
-                   fontsize=8)
+    ax2.bar(
+        range(len(names)),
+        [rules[r]["accuracy"] for r in names],
+        color=["tab:orange" if r in RULES and RULES[r].long_tail else "tab:blue" for r in names],
+    )
+    ax2.set_xticks(
+        range(len(names)), [r + ("*" if r in RULES and RULES[r].long_tail else "") for r in names], fontsize=8
+    )
     ax2.set_ylim(0, 1)
-    ax2.set_title(f"accuracy by deciding rule (* long tail: {report.get('long_tail_accuracy', float('nan')):.3f}, "
-                  f"head: {report.get('head_accuracy', float('nan')):.3f})")
+    ax2.set_title(
+        f"accuracy by deciding rule (* long tail: {report.get('long_tail_accuracy', float('nan')):.3f}, "
+        f"head: {report.get('head_accuracy', float('nan')):.3f})"
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

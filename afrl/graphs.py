@@ -96,4 +96,4 @@ def check_graph_io(name: str, inputs: list[str], outputs: list[str], layers: int
 
 
 def _short(names: list[str], keep: int = 6) -> str:
-    return str(names) if len(names) <= keep else f"{names[:keep - 1]}... ({len(names)} names, last {names[-1]!r})"
+    return str(names) if len(names) <= keep else f"{names[: keep - 1]}... ({len(names)} names, last {names[-1]!r})"

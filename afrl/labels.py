@@ -35,14 +35,13 @@ class LabelSet(BaseModel):
     token_ids: list[int]
 
     @model_validator(mode="after")
-    def _check(self) -> "LabelSet":
+    def _check(self) -> LabelSet:
         k = len(self.values)
         if k < 2:
             raise ValueError(f"a label set needs at least 2 grades, got {k}")
         if len(self.tokens) != k or len(self.token_ids) != k:
             raise ValueError(
-                f"label set lengths differ: {k} values, {len(self.tokens)} tokens, "
-                f"{len(self.token_ids)} token ids"
+                f"label set lengths differ: {k} values, {len(self.tokens)} tokens, {len(self.token_ids)} token ids"
             )
         if sorted(self.values) != self.values or len(set(self.values)) != k:
             raise ValueError(f"grade values must be strictly ascending, got {self.values}")
@@ -55,7 +54,7 @@ class LabelSet(BaseModel):
         return len(self.values)
 
     @classmethod
-    def from_tokenizer(cls, tokenizer: TokenEncoder, values: Sequence[int] = DEFAULT_GRADES) -> "LabelSet":
+    def from_tokenizer(cls, tokenizer: TokenEncoder, values: Sequence[int] = DEFAULT_GRADES) -> LabelSet:
         """Look up each grade's token id; refuse grades that are not one token."""
         tokens, ids = [], []
         for value in values:

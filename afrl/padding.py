@@ -27,6 +27,6 @@ def left_pad(
         if len(seq) > width:
             raise ValueError(f"row of {len(seq)} tokens does not fit a padded length of {width}")
         if len(seq):
-            ids[row, width - len(seq):] = seq
-            mask[row, width - len(seq):] = 1
+            ids[row, width - len(seq) :] = seq
+            mask[row, width - len(seq) :] = 1
     return ids, mask

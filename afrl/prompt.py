@@ -43,7 +43,7 @@ class PromptTemplate(BaseModel):
     completion_end: str  # appended after the explanation when training (eos of the turn)
 
     @classmethod
-    def from_chat_template(cls, tokenizer: Any, guideline: str) -> "PromptTemplate":
+    def from_chat_template(cls, tokenizer: Any, guideline: str) -> PromptTemplate:
         """Render the tokenizer's own chat template once, with sentinels, and split it."""
         messages = [
             {"role": "system", "content": _SYSTEM},

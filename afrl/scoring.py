@@ -1,9 +1,9 @@
 """Score math: label logits of the first generated position -> grade and score.
 
-    p = softmax(l[label_token_ids])      renormalised over the labels only
-    grade = values[argmax p]
-    expected = sum_k values_k * p_k
-    score = (expected - min) / (max - min)   in [0, 1]; = expected / (K-1) for 0..K-1
+p = softmax(l[label_token_ids])      renormalised over the labels only
+grade = values[argmax p]
+expected = sum_k values_k * p_k
+score = (expected - min) / (max - min)   in [0, 1]; = expected / (K-1) for 0..K-1
 """
 
 from __future__ import annotations
@@ -48,5 +48,5 @@ def grade_results(label_logits: np.ndarray, values: Sequence[int]) -> list[Grade
             expected=float(e),
             score=float(min(1.0, max(0.0, s))),
         )
-        for row, b, e, s in zip(probs, best, expected, scores)
+        for row, b, e, s in zip(probs, best, expected, scores, strict=True)
     ]

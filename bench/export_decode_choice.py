@@ -32,11 +32,23 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 ARCHS = {
-    "tiny": dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-                 num_key_value_heads=1, head_dim=16),
+    "tiny": dict(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        head_dim=16,
+    ),
     # the real Qwen3-0.6B dims
-    "0.6b": dict(hidden_size=1024, intermediate_size=3072, num_hidden_layers=28, num_attention_heads=16,
-                 num_key_value_heads=8, head_dim=128),
+    "0.6b": dict(
+        hidden_size=1024,
+        intermediate_size=3072,
+        num_hidden_layers=28,
+        num_attention_heads=16,
+        num_key_value_heads=8,
+        head_dim=128,
+    ),
 }
 
 
@@ -47,8 +59,15 @@ def make_checkpoint(arch: str, folder: Path) -> Path:
     from afrl.tokenizer_files import qwen3_tokenizer_dir
 
     torch.manual_seed(0)
-    config = Qwen3Config(vocab_size=151936, tie_word_embeddings=True, max_position_embeddings=40960,
-                         bos_token_id=151643, eos_token_id=151645, pad_token_id=151643, **ARCHS[arch])
+    config = Qwen3Config(
+        vocab_size=151936,
+        tie_word_embeddings=True,
+        max_position_embeddings=40960,
+        bos_token_id=151643,
+        eos_token_id=151645,
+        pad_token_id=151643,
+        **ARCHS[arch],
+    )
     Qwen3ForCausalLM(config).eval().save_pretrained(folder)
     AutoTokenizer.from_pretrained(qwen3_tokenizer_dir()).save_pretrained(folder)
     return folder
@@ -56,8 +75,11 @@ def make_checkpoint(arch: str, folder: Path) -> Path:
 
 def folder_bytes(folder: Path) -> int:
     """Graph and weight files (optimum: model.onnx + model.onnx_data; genai: model.onnx + model.onnx.data)."""
-    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file() and ("onnx" in p.name or p.suffix == ".data")
-               and "cache" not in p.parts)
+    return sum(
+        p.stat().st_size
+        for p in folder.rglob("*")
+        if p.is_file() and ("onnx" in p.name or p.suffix == ".data") and "cache" not in p.parts
+    )
 
 
 def session(path: Path):
@@ -96,14 +118,19 @@ def measure_wrapper(ckpt: Path, out: Path, past: int, steps: int) -> dict:
     layers, config = model.config.num_hidden_layers, model.config
     del model
     sess = session(path)
-    result = {"exporter": "wrapper (torch.onnx.export dynamo)", "export_s": round(export_s, 1),
-              "bytes": folder_bytes(out)}
+    result = {
+        "exporter": "wrapper (torch.onnx.export dynamo)",
+        "export_s": round(export_s, 1),
+        "bytes": folder_bytes(out),
+    }
     for batch in (1, 4):
-        feeds = {graphs.INPUT_IDS: np.full((batch, 1), 100, dtype=np.int64),
-                 graphs.ATTENTION_MASK: np.ones((batch, past + 1), dtype=np.int64)}
+        feeds = {
+            graphs.INPUT_IDS: np.full((batch, 1), 100, dtype=np.int64),
+            graphs.ATTENTION_MASK: np.ones((batch, past + 1), dtype=np.int64),
+        }
         for name in graphs.past_names(layers):
             feeds[name] = np.random.default_rng(0).standard_normal(cache_shape(config, batch, past), dtype=np.float32)
-        result[f"step_ms_b{batch}"] = round(time_steps(lambda: sess.run(None, feeds), steps), 2)
+        result[f"step_ms_b{batch}"] = round(time_steps(lambda feeds=feeds: sess.run(None, feeds), steps), 2)
     return result
 
 
@@ -118,18 +145,27 @@ def measure_optimum(ckpt: Path, out: Path, past: int, steps: int) -> dict:
     config = AutoConfig.from_pretrained(ckpt)
     sess = session(out / "model.onnx")
     names = [i.name for i in sess.get_inputs()]
-    result = {"exporter": "optimum-onnx main_export text-generation-with-past", "export_s": round(export_s, 1),
-              "bytes": folder_bytes(out), "inputs": names[:4] + ["..."], "outputs": [o.name for o in sess.get_outputs()][:2],
-              "logits_shape": sess.get_outputs()[0].shape}
+    result = {
+        "exporter": "optimum-onnx main_export text-generation-with-past",
+        "export_s": round(export_s, 1),
+        "bytes": folder_bytes(out),
+        "inputs": names[:4] + ["..."],
+        "outputs": [o.name for o in sess.get_outputs()][:2],
+        "logits_shape": sess.get_outputs()[0].shape,
+    }
     for batch in (1, 4):
-        feeds = {"input_ids": np.full((batch, 1), 100, dtype=np.int64),
-                 "attention_mask": np.ones((batch, past + 1), dtype=np.int64)}
+        feeds = {
+            "input_ids": np.full((batch, 1), 100, dtype=np.int64),
+            "attention_mask": np.ones((batch, past + 1), dtype=np.int64),
+        }
         if "position_ids" in names:
             feeds["position_ids"] = np.full((batch, 1), past, dtype=np.int64)
         for name in names:
             if name.startswith("past_key_values"):
-                feeds[name] = np.random.default_rng(0).standard_normal(cache_shape(config, batch, past), dtype=np.float32)
-        result[f"step_ms_b{batch}"] = round(time_steps(lambda: sess.run(None, feeds), steps), 2)
+                feeds[name] = np.random.default_rng(0).standard_normal(
+                    cache_shape(config, batch, past), dtype=np.float32
+                )
+        result[f"step_ms_b{batch}"] = round(time_steps(lambda feeds=feeds: sess.run(None, feeds), steps), 2)
     return result
 
 
@@ -150,8 +186,25 @@ print(json.dumps({"step_ms_b1": round(float(np.median(times[1:])) * 1e3, 2), "ge
 
 def measure_genai(ckpt: Path, out: Path, past: int, steps: int, python: str) -> dict:
     start = time.perf_counter()
-    subprocess.run([python, "-m", "onnxruntime_genai.models.builder", "-i", str(ckpt), "-o", str(out),
-                    "-p", "fp32", "-e", "cpu", "-c", str(out / "cache")], check=True, capture_output=True)
+    subprocess.run(
+        [
+            python,
+            "-m",
+            "onnxruntime_genai.models.builder",
+            "-i",
+            str(ckpt),
+            "-o",
+            str(out),
+            "-p",
+            "fp32",
+            "-e",
+            "cpu",
+            "-c",
+            str(out / "cache"),
+        ],
+        check=True,
+        capture_output=True,
+    )
     export_s = time.perf_counter() - start
     # One thread pool setting for all: genai reads session options from genai_config.json.
     cfg_path = out / "genai_config.json"
@@ -161,12 +214,17 @@ def measure_genai(ckpt: Path, out: Path, past: int, steps: int, python: str) -> 
     import onnx
 
     graph = onnx.load(out / "model.onnx", load_external_data=False).graph
-    timed = subprocess.run([python, "-c", GENAI_TIMER, str(out), str(past), str(steps)],
-                           check=True, capture_output=True, text=True)
-    result = {"exporter": "onnxruntime-genai model builder (fp32, cpu)", "export_s": round(export_s, 1),
-              "bytes": folder_bytes(out), "inputs": [i.name for i in graph.input][:4] + ["..."],
-              "outputs": [o.name for o in graph.output][:2],
-              "ops": sorted({n.op_type for n in graph.node if n.domain == "com.microsoft"})}
+    timed = subprocess.run(
+        [python, "-c", GENAI_TIMER, str(out), str(past), str(steps)], check=True, capture_output=True, text=True
+    )
+    result = {
+        "exporter": "onnxruntime-genai model builder (fp32, cpu)",
+        "export_s": round(export_s, 1),
+        "bytes": folder_bytes(out),
+        "inputs": [i.name for i in graph.input][:4] + ["..."],
+        "outputs": [o.name for o in graph.output][:2],
+        "ops": sorted({n.op_type for n in graph.node if n.domain == "com.microsoft"}),
+    }
     result.update(json.loads(timed.stdout.strip().splitlines()[-1]))
     return result
 

@@ -41,14 +41,24 @@ def main() -> None:
     results = {}
     for dtype in args.dtypes:
         start = time.perf_counter()
-        manifest = export_artifact(args.checkpoint, Path(args.out) / dtype, dtype=dtype, validation_pairs=pairs,
-                                   tolerance=Tolerance(), progress=print)
+        manifest = export_artifact(
+            args.checkpoint,
+            Path(args.out) / dtype,
+            dtype=dtype,
+            validation_pairs=pairs,
+            tolerance=Tolerance(),
+            progress=print,
+        )
         try:
             check_figures(manifest.parity, TOLERANCES[dtype])
             verdict = "within the default tolerances"
         except ParityError as e:
             verdict = f"outside: {e}"
-        results[dtype] = {"seconds": round(time.perf_counter() - start, 1), "parity": manifest.parity, "verdict": verdict}
+        results[dtype] = {
+            "seconds": round(time.perf_counter() - start, 1),
+            "parity": manifest.parity,
+            "verdict": verdict,
+        }
         print(json.dumps({dtype: results[dtype]}, indent=2), flush=True)
     Path(args.out).mkdir(parents=True, exist_ok=True)
     (Path(args.out) / "results.json").write_text(json.dumps(results, indent=2))

@@ -72,7 +72,9 @@ def main() -> None:
     tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
     template = manifest.prompt
     words = template.guideline.split(" ")
-    while len(words) > 1 and len(tokenizer.encode(" ".join(words), add_special_tokens=False).ids) > args.guideline_tokens:
+    while (
+        len(words) > 1 and len(tokenizer.encode(" ".join(words), add_special_tokens=False).ids) > args.guideline_tokens
+    ):
         words.pop()
     guideline = " ".join(words)
     template = template.model_copy(update={"prefix": template.prefix.replace(template.guideline, guideline)})
@@ -84,9 +86,12 @@ def main() -> None:
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = args.threads
-    sessions = {name: ort.InferenceSession(str(folder / manifest.graphs[name].file), options,
-                                           providers=["CPUExecutionProvider"])
-                for name in ("score", "prefix", "score_prefix")}
+    sessions = {
+        name: ort.InferenceSession(
+            str(folder / manifest.graphs[name].file), options, providers=["CPUExecutionProvider"]
+        )
+        for name in ("score", "prefix", "score_prefix")
+    }
     past_names = [i.name for i in sessions["score_prefix"].get_inputs()[2:]]
 
     full_ids, full_mask = left_pad([prefix + d for d in doc_ids], pad)  # (B, P + T)
@@ -98,7 +103,7 @@ def main() -> None:
 
     def shared() -> np.ndarray:
         cache = sessions["prefix"].run(None, {"input_ids": np.asarray([prefix], dtype=np.int64)})
-        feeds = {"input_ids": doc_pad, "attention_mask": shared_mask, **dict(zip(past_names, cache))}
+        feeds = {"input_ids": doc_pad, "attention_mask": shared_mask, **dict(zip(past_names, cache, strict=True))}
         return sessions["score_prefix"].run(["label_logits"], feeds)[0]
 
     def timed(fn) -> tuple[float, np.ndarray]:
@@ -112,15 +117,26 @@ def main() -> None:
 
     t_full, l_full = timed(full)
     t_shared, l_shared = timed(shared)
-    print(json.dumps({
-        "model": manifest.model_name, "dtype": manifest.graphs["score"].dtype, "threads": args.threads,
-        "documents": len(docs), "guideline_tokens": len(tokenizer.encode(guideline, add_special_tokens=False).ids),
-        "prefix_tokens": len(prefix),
-        "document_tokens_mean": round(float(np.mean([len(d) for d in doc_ids])), 1),
-        "full_prompt_tokens_padded": int(full_ids.size), "shared_tokens_padded": len(prefix) + int(doc_pad.size),
-        "full_s": round(t_full, 3), "shared_s": round(t_shared, 3), "speedup": round(t_full / t_shared, 2),
-        "label_logits_max_abs_diff": float(np.abs(l_full - l_shared).max()),
-    }, indent=2))
+    print(
+        json.dumps(
+            {
+                "model": manifest.model_name,
+                "dtype": manifest.graphs["score"].dtype,
+                "threads": args.threads,
+                "documents": len(docs),
+                "guideline_tokens": len(tokenizer.encode(guideline, add_special_tokens=False).ids),
+                "prefix_tokens": len(prefix),
+                "document_tokens_mean": round(float(np.mean([len(d) for d in doc_ids])), 1),
+                "full_prompt_tokens_padded": int(full_ids.size),
+                "shared_tokens_padded": len(prefix) + int(doc_pad.size),
+                "full_s": round(t_full, 3),
+                "shared_s": round(t_shared, 3),
+                "speedup": round(t_full / t_shared, 2),
+                "label_logits_max_abs_diff": float(np.abs(l_full - l_shared).max()),
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

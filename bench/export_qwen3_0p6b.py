@@ -50,8 +50,12 @@ def main() -> None:
     if not (checkpoint / "config.json").is_file():  # seeded: a rerun would write the same weights
         make_checkpoint(checkpoint)
     guideline_tokens = len(AutoTokenizer.from_pretrained(checkpoint, fix_mistral_regex=False).encode(GUIDELINE))
-    results = {"checkpoint_s": round(time.perf_counter() - start, 1), "guideline_tokens": guideline_tokens,
-               "fp32_export_s": {}, "artifacts": {}}
+    results = {
+        "checkpoint_s": round(time.perf_counter() - start, 1),
+        "guideline_tokens": guideline_tokens,
+        "fp32_export_s": {},
+        "artifacts": {},
+    }
     with reuse_fp32_exports(out / "fp32-graphs", results["fp32_export_s"]):
         for dtype in args.dtypes:
             start = time.perf_counter()
@@ -64,8 +68,11 @@ def main() -> None:
                 verdict = f"outside: {e}"
             sizes = {f: (out / dtype / f).stat().st_size for f in manifest.files if f.endswith((".onnx", ".data"))}
             results["artifacts"][dtype] = {
-                "seconds": round(seconds, 1), "bytes": sizes, "total_mb": round(sum(sizes.values()) / 1e6, 1),
-                "parity": manifest.parity, "verdict": verdict,
+                "seconds": round(seconds, 1),
+                "bytes": sizes,
+                "total_mb": round(sum(sizes.values()) / 1e6, 1),
+                "parity": manifest.parity,
+                "verdict": verdict,
                 "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6, 1),
             }
             print(json.dumps({dtype: results["artifacts"][dtype]}, indent=2), flush=True)

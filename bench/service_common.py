@@ -72,7 +72,8 @@ class AsyncClient:
     async def post(self, path: str, body: bytes) -> int:
         request = (
             b"POST %s HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n"
-            % (path.encode(), self.host.encode(), len(body)) + body
+            % (path.encode(), self.host.encode(), len(body))
+            + body
         )
         while True:
             pooled = bool(self._idle)

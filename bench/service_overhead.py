@@ -67,8 +67,12 @@ def main() -> int:
     http = summary(http_ms)
     print_table(
         f"{a.model}: 1 query x {a.documents} documents, concurrency 1, {a.requests} requests, env {env or '{}'}",
-        {"raw engine call": raw, "engine.score (in-process)": engine, "POST /v1/score (client)": http,
-         "x-inference-time-ms (server)": summary(inference_ms)},  # fmt: skip
+        {
+            "raw engine call": raw,
+            "engine.score (in-process)": engine,
+            "POST /v1/score (client)": http,
+            "x-inference-time-ms (server)": summary(inference_ms),
+        },
     )
     print(f"  overhead ratio p50(/v1/score) / p50(raw engine call) = {http['p50_ms'] / raw['p50_ms']:.3f}")
     print(f"  overhead ratio p50(/v1/score) / p50(engine.score)    = {http['p50_ms'] / engine['p50_ms']:.3f}")

@@ -87,8 +87,12 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=15.0)
     ap.add_argument("--env", nargs="*", default=[], help="AFRL_NAME=value settings for the server")
     ap.add_argument("--admission", nargs="*", default=[], help="AFRL_NAME=value for the overload server only")
-    ap.add_argument("--queue-delay", type=float, default=0.5,
-                    help="AFRL_MAX_QUEUE_DELAY_MS of the overload server, as a multiple of the unloaded p50")  # fmt: skip
+    ap.add_argument(
+        "--queue-delay",
+        type=float,
+        default=0.5,
+        help="AFRL_MAX_QUEUE_DELAY_MS of the overload server, as a multiple of the unloaded p50",
+    )
     a = ap.parse_args()
     env = dict(kv.split("=", 1) for kv in a.env)
     admission = {**env, **dict(kv.split("=", 1) for kv in a.admission)}
@@ -105,9 +109,12 @@ def main() -> int:
     print_table(
         f"{a.model}: 1 query x {a.documents} documents; capacity {capacity:.1f} req/s (closed loop, "
         f"concurrency {a.concurrency}); overload at {a.factor:g}x = {rate:.1f} req/s for {a.seconds:g} s",
-        {"unloaded (concurrency 1)": base, "overload: accepted (200)": accepted,
-         "overload: refused (429)": summary([ms for status, ms in loaded if status == 429])},
-    )  # fmt: skip
+        {
+            "unloaded (concurrency 1)": base,
+            "overload: accepted (200)": accepted,
+            "overload: refused (429)": summary([ms for status, ms in loaded if status == 429]),
+        },
+    )
     print(f"  statuses under overload: {dict(sorted(statuses.items()))}  (-1: connection error)")
     print(f"  5xx answers: {sum(n for s, n in statuses.items() if s >= 500)}")
     if accepted.get("n"):

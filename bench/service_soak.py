@@ -74,16 +74,25 @@ async def run_phases(url: str, pid: int, a: argparse.Namespace, capacity: float)
     await open_loop(overload, body, a.factor * capacity, a.overload_seconds, seed=2)
     sampler.cancel()
     soak.close(), overload.close()
-    return {"rss": rss, "soak": soak.answers, "overload": overload.answers, "soak_end_s": soak_end,
-            "end_s": soak_end + a.overload_seconds}
+    return {
+        "rss": rss,
+        "soak": soak.answers,
+        "overload": overload.answers,
+        "soak_end_s": soak_end,
+        "end_s": soak_end + a.overload_seconds,
+    }
 
 
 def rss_growth(samples: list[tuple[float, float]], until_s: float) -> dict[str, float]:
     values = [mib for t, mib in samples if t <= until_s]
     tenth = max(1, len(values) // 10)
     first, last = statistics.median(values[:tenth]), statistics.median(values[-tenth:])
-    return {"rss_first_mib": first, "rss_last_mib": last, "rss_max_mib": max(values),
-            "rss_growth_pct": 100 * (last - first) / first}  # fmt: skip
+    return {
+        "rss_first_mib": first,
+        "rss_last_mib": last,
+        "rss_max_mib": max(values),
+        "rss_growth_pct": 100 * (last - first) / first,
+    }
 
 
 def phase_figures(answers: list[tuple[float, int, float]], seconds: float) -> dict:
@@ -109,10 +118,16 @@ def windows(answers: list[tuple[float, int, float]], width_s: float, end_s: floa
     for index in sorted(buckets):
         items, span = buckets[index], min(width_s, end_s - index * width_s)
         accepted = summary([ms for status, ms in items if status == 200])
-        out.append({"t_s": (index + 0.5) * width_s, "ok_per_s": sum(s == 200 for s, _ in items) / span,
-                    "refused_per_s": sum(s == 429 for s, _ in items) / span,
-                    "failed_per_s": sum(s != 200 and s != 429 for s, _ in items) / span,
-                    "p50_ms": accepted.get("p50_ms"), "p99_ms": accepted.get("p99_ms")})  # fmt: skip
+        out.append(
+            {
+                "t_s": (index + 0.5) * width_s,
+                "ok_per_s": sum(s == 200 for s, _ in items) / span,
+                "refused_per_s": sum(s == 429 for s, _ in items) / span,
+                "failed_per_s": sum(s != 200 and s != 429 for s, _ in items) / span,
+                "p50_ms": accepted.get("p50_ms"),
+                "p99_ms": accepted.get("p99_ms"),
+            }
+        )
     return out
 
 
@@ -124,11 +139,13 @@ def plot(report: dict, path: Path) -> None:
 
     series = report["series"]
     fig, axes = plt.subplots(3, 1, figsize=(10, 9), sharex=True)
-    t, mib = zip(*series["rss"])
+    t, mib = zip(*series["rss"], strict=True)
     axes[0].plot(t, mib, color="tab:purple")
     axes[0].set_ylabel("server RSS (MiB)")
-    axes[0].set_title(f"soak at {report['settings']['load']:g}x capacity, then overload at "
-                      f"{report['settings']['factor']:g}x; RSS growth {report['soak']['rss_growth_pct']:+.1f}%")  # fmt: skip
+    axes[0].set_title(
+        f"soak at {report['settings']['load']:g}x capacity, then overload at "
+        f"{report['settings']['factor']:g}x; RSS growth {report['soak']['rss_growth_pct']:+.1f}%"
+    )
     points = [w for w in series["windows"] if w["p50_ms"] is not None]
     axes[1].plot([w["t_s"] for w in points], [w["p50_ms"] for w in points], label="p50 (200)")
     axes[1].plot([w["t_s"] for w in points], [w["p99_ms"] for w in points], label="p99 (200)")
@@ -163,10 +180,16 @@ def main() -> int:
     a = ap.parse_args()
     env = dict(kv.split("=", 1) for kv in a.env)
     with running_server_process(a.model, env=env) as (url, server):
-        unloaded, capacity = asyncio.run(measure_capacity(url, argparse.Namespace(
-            documents=a.documents, seconds=a.capacity_seconds, concurrency=a.concurrency)))  # fmt: skip
-        print(f"capacity {capacity:.1f} req/s; soak at {a.load * capacity:.1f} req/s for {a.duration:g} s, "
-              f"then {a.factor * capacity:.1f} req/s for {a.overload_seconds:g} s", flush=True)  # fmt: skip
+        unloaded, capacity = asyncio.run(
+            measure_capacity(
+                url, argparse.Namespace(documents=a.documents, seconds=a.capacity_seconds, concurrency=a.concurrency)
+            )
+        )
+        print(
+            f"capacity {capacity:.1f} req/s; soak at {a.load * capacity:.1f} req/s for {a.duration:g} s, "
+            f"then {a.factor * capacity:.1f} req/s for {a.overload_seconds:g} s",
+            flush=True,
+        )
         series = asyncio.run(run_phases(url, server.pid, a, capacity))
     soak = {**phase_figures(series["soak"], a.duration), **rss_growth(series["rss"], series["soak_end_s"])}
     overload = phase_figures(series["overload"], a.overload_seconds)
@@ -174,25 +197,46 @@ def main() -> int:
     if overload["accepted"].get("n"):
         overload["p99_ratio_to_unloaded"] = overload["accepted"]["p99_ms"] / base["p99_ms"]
     report = {
-        "settings": {"model": a.model or "default", "documents": a.documents, "load": a.load, "factor": a.factor,
-                     "duration_s": a.duration, "overload_s": a.overload_seconds, "env": env},
-        "capacity_req_per_s": capacity, "unloaded": base, "soak": soak, "overload": overload,
-        "series": {"rss": series["rss"],
-                   "windows": windows(series["soak"] + series["overload"], a.window, series["end_s"]),
-                   "soak_end_s": series["soak_end_s"]},
-    }  # fmt: skip
+        "settings": {
+            "model": a.model or "default",
+            "documents": a.documents,
+            "load": a.load,
+            "factor": a.factor,
+            "duration_s": a.duration,
+            "overload_s": a.overload_seconds,
+            "env": env,
+        },
+        "capacity_req_per_s": capacity,
+        "unloaded": base,
+        "soak": soak,
+        "overload": overload,
+        "series": {
+            "rss": series["rss"],
+            "windows": windows(series["soak"] + series["overload"], a.window, series["end_s"]),
+            "soak_end_s": series["soak_end_s"],
+        },
+    }
     a.out.mkdir(parents=True, exist_ok=True)
     (a.out / "soak.json").write_text(json.dumps(report, indent=1))
     plot(report, a.out / "soak.png")
-    print_table(f"{report['settings']['model']}: 1 query x {a.documents} documents, capacity {capacity:.1f} req/s",
-                {"unloaded (concurrency 1)": base, f"soak {a.load:g}x: accepted": soak["accepted"],
-                 f"overload {a.factor:g}x: accepted": overload["accepted"]})  # fmt: skip
-    print(f"  soak: {soak['requests']} requests, statuses {soak['statuses']}, errors {soak['errors']}; RSS "
-          f"{soak['rss_first_mib']:.1f} -> {soak['rss_last_mib']:.1f} MiB ({soak['rss_growth_pct']:+.2f}%), "
-          f"max {soak['rss_max_mib']:.1f} MiB")  # fmt: skip
-    print(f"  overload: {overload['requests']} requests, statuses {overload['statuses']}, 429s "
-          f"{overload['refused_429']}, 5xx {overload['server_errors']}, p99 accepted / unloaded "
-          f"{overload.get('p99_ratio_to_unloaded', float('nan')):.2f}")  # fmt: skip
+    print_table(
+        f"{report['settings']['model']}: 1 query x {a.documents} documents, capacity {capacity:.1f} req/s",
+        {
+            "unloaded (concurrency 1)": base,
+            f"soak {a.load:g}x: accepted": soak["accepted"],
+            f"overload {a.factor:g}x: accepted": overload["accepted"],
+        },
+    )
+    print(
+        f"  soak: {soak['requests']} requests, statuses {soak['statuses']}, errors {soak['errors']}; RSS "
+        f"{soak['rss_first_mib']:.1f} -> {soak['rss_last_mib']:.1f} MiB ({soak['rss_growth_pct']:+.2f}%), "
+        f"max {soak['rss_max_mib']:.1f} MiB"
+    )
+    print(
+        f"  overload: {overload['requests']} requests, statuses {overload['statuses']}, 429s "
+        f"{overload['refused_429']}, 5xx {overload['server_errors']}, p99 accepted / unloaded "
+        f"{overload.get('p99_ratio_to_unloaded', float('nan')):.2f}"
+    )
     print(f"  wrote {a.out / 'soak.json'} and {a.out / 'soak.png'}")
     return 0
 

@@ -63,9 +63,13 @@ def main() -> int:
     first = summary(marks["score"])
     print_table(
         f"{a.model}: 1 query x {a.documents} documents, reasoning top_k={a.top_k}, {a.requests} requests each",
-        {"non-stream /v1/score": plain, "stream: first score event": first,
-         "stream: first reasoning event": summary(marks["reasoning"]), "stream: done": summary(marks["done"])},
-    )  # fmt: skip
+        {
+            "non-stream /v1/score": plain,
+            "stream: first score event": first,
+            "stream: first reasoning event": summary(marks["reasoning"]),
+            "stream: done": summary(marks["done"]),
+        },
+    )
     print(f"  ratio p50(first score event) / p50(non-stream) = {first['p50_ms'] / plain['p50_ms']:.3f}")
     return 0
 

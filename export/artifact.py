@@ -71,8 +71,14 @@ AFRL_CONFIG = "afrl.json"  # {"guideline": str, "label_values": [0, 1, 2, 3, 4]}
 SCORE_GRAPH = "score.onnx"
 ALL_GRAPHS = contract.GRAPHS  # score, prefix, score_prefix, decode
 TOKENIZER_FILES = (
-    "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
-    "vocab.json", "merges.txt", "tokenizer.model", "chat_template.jinja",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "vocab.json",
+    "merges.txt",
+    "tokenizer.model",
+    "chat_template.jinja",
 )
 CHECKPOINT_FILE_SUFFIXES = (".safetensors", ".bin", ".json")  # weights, index, configs
 CHECKPOINT_SKIP = frozenset(TOKENIZER_FILES)
@@ -172,35 +178,57 @@ def export_artifact(
         full = [prefix + doc for prefix, docs in groups for doc in docs]  # = encoder.encode(q, [d])[0].input_ids
         reference = reference_label_logits(ckpt.model, ckpt.labels.token_ids, full)  # (N, K), computed once
         parity = validate_score_graph(
-            staging / files[contract.SCORE], ckpt.model, ckpt.labels, full,
-            tolerance=tol, pad_token_id=pad, providers=providers, reference=reference,
+            staging / files[contract.SCORE],
+            ckpt.model,
+            ckpt.labels,
+            full,
+            tolerance=tol,
+            pad_token_id=pad,
+            providers=providers,
+            reference=reference,
         )
         if len(files) > 1:
-            parity.update(validate_cache_graphs(
-                {name: staging / file for name, file in files.items()}, ckpt.model, ckpt.labels, groups,
-                tolerance=tol, pad_token_id=pad, decode_steps=decode_steps, providers=providers, reference=reference,
-            ))
+            parity.update(
+                validate_cache_graphs(
+                    {name: staging / file for name, file in files.items()},
+                    ckpt.model,
+                    ckpt.labels,
+                    groups,
+                    tolerance=tol,
+                    pad_token_id=pad,
+                    decode_steps=decode_steps,
+                    providers=providers,
+                    reference=reference,
+                )
+            )
         step("parity " + ", ".join(f"{k}={v:.3g}" for k, v in parity.items()))
 
         layers = int(ckpt.model.config.num_hidden_layers)
         local = Path(ckpt.name).is_dir()
-        manifest = write_manifest(staging, Manifest(
-            model_name=ckpt.folder.resolve().name if local else ckpt.name,
-            source=SourceCheckpoint(
-                checkpoint=str(ckpt.folder.resolve()) if local else ckpt.name,
-                sha256=checkpoint_sha256(ckpt.folder),
+        manifest = write_manifest(
+            staging,
+            Manifest(
+                model_name=ckpt.folder.resolve().name if local else ckpt.name,
+                source=SourceCheckpoint(
+                    checkpoint=str(ckpt.folder.resolve()) if local else ckpt.name,
+                    sha256=checkpoint_sha256(ckpt.folder),
+                ),
+                prompt=ckpt.template,
+                labels=ckpt.labels,
+                graphs={
+                    name: GraphSpec(
+                        file=file,
+                        dtype=dtype,
+                        inputs=contract.graph_io(name, layers)[0],
+                        outputs=contract.graph_io(name, layers)[1],
+                    )
+                    for name, file in files.items()
+                },
+                providers_validated=list(providers),
+                max_sequence_length=max_sequence_length,
+                parity=parity,
             ),
-            prompt=ckpt.template,
-            labels=ckpt.labels,
-            graphs={
-                name: GraphSpec(file=file, dtype=dtype, inputs=contract.graph_io(name, layers)[0],
-                                outputs=contract.graph_io(name, layers)[1])
-                for name, file in files.items()
-            },
-            providers_validated=list(providers),
-            max_sequence_length=max_sequence_length,
-            parity=parity,
-        ))
+        )
         verify_artifact(staging, verify_hashes=False)  # what serving will check, short of the hashes just written
         _publish(staging, out_dir)
     step(f"wrote {out_dir}")
@@ -307,7 +335,8 @@ def _checkpoint_file(checkpoint: str, filename: str) -> str | None:
     from transformers.utils import cached_file
 
     return cached_file(
-        checkpoint, filename,
+        checkpoint,
+        filename,
         _raise_exceptions_for_missing_entries=False,
         _raise_exceptions_for_connection_errors=False,
     )
@@ -349,7 +378,9 @@ def _pad_token_id(tokenizer: Any) -> int:
 
 def _check_out_dir(out_dir: Path) -> None:
     """Refuse to replace a non-empty folder that is not an artifact."""
-    if out_dir.exists() and (not out_dir.is_dir() or (any(out_dir.iterdir()) and not (out_dir / MANIFEST_NAME).is_file())):
+    if out_dir.exists() and (
+        not out_dir.is_dir() or (any(out_dir.iterdir()) and not (out_dir / MANIFEST_NAME).is_file())
+    ):
         raise FileExistsError(f"{out_dir} exists and is not an afrl artifact; choose another --out or remove it")
 
 

@@ -3,7 +3,7 @@
     prefix        input_ids (1, P)                                    -> present (1, Hkv, P, D) per layer
     score_prefix  input_ids (B, T), attention_mask (B, P + T),
                   past (1, Hkv, P, D) per layer, expanded to B here    -> label_logits (B, K),
-                                                                          present (B, Hkv, T, D): the documents' own cache
+                                                                          present (B, Hkv, T, D) (the documents' cache)
     decode        input_ids (B, T), attention_mask (B, S + T),
                   past (B, Hkv, S, D) per layer                        -> logits (B, V) at the last position,
                                                                           present (B, Hkv, S + T, D)
@@ -51,7 +51,7 @@ class CachedDecoder(nn.Module):
     def body(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, past: Sequence[torch.Tensor]
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """(B, T) ids, (B, S + T) mask, 2L past tensors (B, Hkv, S, D) or none -> (B, T, H) hidden, 2L present (B, Hkv, S + T, D)."""
+        """(B, T) ids, (B, S + T) mask, 2L past (B, Hkv, S, D) or none -> (B, T, H) hidden, 2L present."""
         from transformers.cache_utils import DynamicCache
 
         t = input_ids.shape[1]
@@ -94,7 +94,9 @@ class ScorePrefixModel(CachedDecoder):
         self.head = LabelHead(model, label_token_ids)
         self.label_token_ids = self.head.token_ids
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, *past: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, *past: torch.Tensor
+    ) -> tuple[torch.Tensor, ...]:
         """(B, T), (B, P + T), 2L x (1, Hkv, P, D) -> (B, K) label logits, 2L x (B, Hkv, T, D)."""
         b, t = input_ids.shape
         tiled = [p.expand(b, -1, -1, -1) for p in past]  # (B, Hkv, P, D): a view, no copy in torch
@@ -115,7 +117,9 @@ class DecodeModel(CachedDecoder):
         self.lm_head = head
         self.softcap = getattr(model.config, "final_logit_softcapping", None)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, *past: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, *past: torch.Tensor
+    ) -> tuple[torch.Tensor, ...]:
         """(B, T), (B, S + T), 2L x (B, Hkv, S, D) -> (B, V) logits of the last position, 2L x (B, Hkv, S + T, D)."""
         hidden, present = self.body(input_ids, attention_mask, past)
         logits = self.lm_head(hidden[:, -1, :])  # (B, V): the full projection, for the last position only

@@ -49,7 +49,7 @@ def convert_fp16(
     external_data: bool | None = None,
     disable_shape_infer_bytes: int = EXTERNAL_DATA_THRESHOLD_BYTES,
 ) -> Path:
-    """Convert an FP32 graph to FP16 weights and activations (float32 logits and norm statistics); returns `fp16_path`."""
+    """Convert an FP32 graph to FP16 weights and activations (FP32 logits and norm statistics); returns `fp16_path`."""
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
     fp32_path, fp16_path = Path(fp32_path), Path(fp16_path)
@@ -69,8 +69,13 @@ def convert_fp16(
     if external_data is None:
         external_data = size // 2 > EXTERNAL_DATA_THRESHOLD_BYTES
     save_graph(model, fp16_path, external_data)
-    logger.info("converted %s -> %s (fp16, %d norm nodes kept fp32) in %.1f s",
-                fp32_path.name, fp16_path, len(blocked), time.perf_counter() - start)
+    logger.info(
+        "converted %s -> %s (fp16, %d norm nodes kept fp32) in %.1f s",
+        fp32_path.name,
+        fp16_path,
+        len(blocked),
+        time.perf_counter() - start,
+    )
     return fp16_path
 
 
@@ -137,7 +142,13 @@ def save_graph(model: onnx.ModelProto, path: Path, external_data: bool) -> None:
     if path.with_name(path.name + ".data").exists():
         path.with_name(path.name + ".data").unlink()
     if external_data:
-        onnx.save_model(model, path, save_as_external_data=True, all_tensors_to_one_file=True,
-                        location=path.name + ".data", size_threshold=1024)
+        onnx.save_model(
+            model,
+            path,
+            save_as_external_data=True,
+            all_tensors_to_one_file=True,
+            location=path.name + ".data",
+            size_threshold=1024,
+        )
     else:
         onnx.save_model(model, path)

@@ -36,12 +36,12 @@ def quiet_exporters() -> Iterator[None]:
     loggers = [logging.getLogger(name) for name in _NOISY_LOGGERS]
     levels = [lg.level for lg in loggers]
     root_filter = _DropChatter()
-    for lg, floor in zip(loggers, _NOISY_LOGGERS.values()):
+    for lg, floor in zip(loggers, _NOISY_LOGGERS.values(), strict=True):
         lg.setLevel(max(lg.getEffectiveLevel(), floor))
     logging.getLogger().addFilter(root_filter)
     try:
         yield
     finally:
         logging.getLogger().removeFilter(root_filter)
-        for lg, level in zip(loggers, levels):
+        for lg, level in zip(loggers, levels, strict=True):
             lg.setLevel(level)

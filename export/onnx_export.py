@@ -137,7 +137,9 @@ def export_graph(
         if name in (graphs.SCORE_PREFIX, graphs.DECODE):
             _name_total_sequence(program.model)
         program.save(path, external_data=external_data)
-    logger.info("exported %s graph %s (external data: %s) in %.1f s", name, path, external_data, time.perf_counter() - start)
+    logger.info(
+        "exported %s graph %s (external data: %s) in %.1f s", name, path, external_data, time.perf_counter() - start
+    )
     return path
 
 

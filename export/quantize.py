@@ -79,8 +79,14 @@ def quantize_int8(
             op_types_to_quantize=["MatMul"],
             use_external_data_format=external_data,
         )
-    logger.info("quantized %s -> %s (int8; fp32: head %s, %d down projections) in %.1f s",
-                fp32_path.name, int8_path, head, len(down), time.perf_counter() - start)
+    logger.info(
+        "quantized %s -> %s (int8; fp32: head %s, %d down projections) in %.1f s",
+        fp32_path.name,
+        int8_path,
+        head,
+        len(down),
+        time.perf_counter() - start,
+    )
     return int8_path
 
 

@@ -92,10 +92,16 @@ class Tolerance:
 
 
 TOLERANCES: dict[str, Tolerance] = {
-    "fp32": Tolerance(max_abs_diff=1e-4, batch_max_abs_diff=1e-4, prefix_vs_score_max_abs_diff=1e-4,
-                      decode_max_abs_diff=1e-4, min_decode_token_agreement=1.0),
-    "fp16": Tolerance(max_abs_diff=2e-2, batch_max_abs_diff=2e-2, prefix_vs_score_max_abs_diff=2e-2,
-                      decode_max_abs_diff=2e-2),
+    "fp32": Tolerance(
+        max_abs_diff=1e-4,
+        batch_max_abs_diff=1e-4,
+        prefix_vs_score_max_abs_diff=1e-4,
+        decode_max_abs_diff=1e-4,
+        min_decode_token_agreement=1.0,
+    ),
+    "fp16": Tolerance(
+        max_abs_diff=2e-2, batch_max_abs_diff=2e-2, prefix_vs_score_max_abs_diff=2e-2, decode_max_abs_diff=2e-2
+    ),
     "int8": Tolerance(min_grade_agreement=0.99, max_expected_grade_mae=0.05),
 }
 
@@ -130,8 +136,8 @@ def validate_score_graph(
     figures = {
         "max_abs_diff": float(np.abs(batch - expected).max()),
         "batch_max_abs_diff": float(np.abs(batch - alone).max()),
-        "grade_agreement": float(np.mean([a.grade == b.grade for a, b in zip(ours, ref)])),
-        "expected_grade_mae": float(np.mean([abs(a.expected - b.expected) for a, b in zip(ours, ref)])),
+        "grade_agreement": float(np.mean([a.grade == b.grade for a, b in zip(ours, ref, strict=True)])),
+        "expected_grade_mae": float(np.mean([abs(a.expected - b.expected) for a, b in zip(ours, ref, strict=True)])),
         "prompts": float(len(sequences)),
     }
     check_figures(figures, tolerance)
@@ -171,7 +177,9 @@ def check_signature(
             if len(shape) != 2:
                 raise OutputShapeError(f"logits declared with shape {shape}, expected [batch, vocabulary]")
         elif len(shape) != 4:
-            raise OutputShapeError(f"{out.name} declared with shape {shape}, expected [batch, kv_heads, sequence, head_dim]")
+            raise OutputShapeError(
+                f"{out.name} declared with shape {shape}, expected [batch, kv_heads, sequence, head_dim]"
+            )
         if out.name in (graphs.LABEL_LOGITS, graphs.LOGITS) and out.type != "tensor(float)":
             raise OutputTypeError(f"{out.name} is declared {out.type}, expected tensor(float)")
     return layers
@@ -197,8 +205,12 @@ def check_figures(figures: dict[str, float], tolerance: Tolerance) -> None:
         ("expected_grade_mae", "expected grade MAE", tolerance.max_expected_grade_mae, ">"),
         ("grade_agreement", "grade agreement", tolerance.min_grade_agreement, "<"),
         ("score_prefix.max_abs_diff", "score_prefix label_logits max abs diff", tolerance.max_abs_diff, ">"),
-        ("score_prefix.vs_score_max_abs_diff", "prefix + score_prefix vs score graph label_logits max abs diff",
-         tolerance.prefix_vs_score_max_abs_diff, ">"),
+        (
+            "score_prefix.vs_score_max_abs_diff",
+            "prefix + score_prefix vs score graph label_logits max abs diff",
+            tolerance.prefix_vs_score_max_abs_diff,
+            ">",
+        ),
         ("score_prefix.expected_grade_mae", "score_prefix expected grade MAE", tolerance.max_expected_grade_mae, ">"),
         ("score_prefix.grade_agreement", "score_prefix grade agreement", tolerance.min_grade_agreement, "<"),
         ("decode.max_abs_diff", "decode logits max abs diff", tolerance.decode_max_abs_diff, ">"),

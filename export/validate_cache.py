@@ -108,19 +108,25 @@ def validate_cache_graphs(
     caches = [run_prefix(session, prefix, layers) for prefix, _ in groups]
     session = _session(graphs.SCORE_PREFIX)
     ours, own = [], []
-    for (prefix, docs), cache in zip(groups, caches):
+    for (_, docs), cache in zip(groups, caches, strict=True):
         logits, present = run_score_prefix(session, cache, docs, pad_token_id, labels.size)
         ours.append(logits)
         own.append(present)
     del session
     ours_all = np.concatenate(ours)  # (N, K)
     mine, ref = grade_results(ours_all, labels.values), grade_results(expected, labels.values)
-    figures.update({
-        "score_prefix.max_abs_diff": float(np.abs(ours_all - expected).max()),
-        "score_prefix.grade_agreement": float(np.mean([a.grade == b.grade for a, b in zip(mine, ref)])),
-        "score_prefix.expected_grade_mae": float(np.mean([abs(a.expected - b.expected) for a, b in zip(mine, ref)])),
-        "score_prefix.prompts": float(len(full)),
-    })
+    figures.update(
+        {
+            "score_prefix.max_abs_diff": float(np.abs(ours_all - expected).max()),
+            "score_prefix.grade_agreement": float(
+                np.mean([a.grade == b.grade for a, b in zip(mine, ref, strict=True)])
+            ),
+            "score_prefix.expected_grade_mae": float(
+                np.mean([abs(a.expected - b.expected) for a, b in zip(mine, ref, strict=True)])
+            ),
+            "score_prefix.prompts": float(len(full)),
+        }
+    )
     if graphs.SCORE in paths:
         figures["score_prefix.vs_score_max_abs_diff"] = float(np.abs(ours_all - scored).max())
     check_figures(figures, tolerance)
@@ -130,12 +136,21 @@ def validate_cache_graphs(
         g = max(range(len(groups)), key=lambda i: len(groups[i][1]))
         prefix, docs = groups[g][0], groups[g][1][:decode_rows]
         first = sum(len(d) for _, d in groups[:g])
-        grades = [labels.token_ids[int(row.argmax())] for row in expected[first: first + len(docs)]]
+        grades = [labels.token_ids[int(row.argmax())] for row in expected[first : first + len(docs)]]
         present = [p[: len(docs)] for p in own[g]]
-        figures.update(compare_decode(
-            _session(graphs.DECODE), model, caches[g], present, prefix, docs, grades,
-            pad_token_id, decode_steps,
-        ))
+        figures.update(
+            compare_decode(
+                _session(graphs.DECODE),
+                model,
+                caches[g],
+                present,
+                prefix,
+                docs,
+                grades,
+                pad_token_id,
+                decode_steps,
+            )
+        )
         check_figures(figures, tolerance)
     return figures
 
@@ -156,17 +171,22 @@ def run_prefix(session: ort.InferenceSession, prefix: Sequence[int], layers: int
     """(P,) prefix ids -> 2L arrays (1, Hkv, P, D)."""
     ids = np.asarray([list(prefix)], dtype=np.int64)  # (1, P)
     cache = session.run(graphs.present_names(layers), {graphs.INPUT_IDS: ids})
-    for name, value in zip(graphs.present_names(layers), cache):
+    for name, value in zip(graphs.present_names(layers), cache, strict=True):
         if value.ndim != 4 or value.shape[0] != 1 or value.shape[2] != len(prefix):
-            raise OutputShapeError(f"prefix {name} has shape {value.shape}, expected (1, kv_heads, {len(prefix)}, head_dim)")
+            raise OutputShapeError(
+                f"prefix {name} has shape {value.shape}, expected (1, kv_heads, {len(prefix)}, head_dim)"
+            )
         if not np.isfinite(value).all():
             raise ExportValidationError(f"prefix {name} contains NaN or inf")
     return cache
 
 
 def run_score_prefix(
-    session: ort.InferenceSession, cache: list[np.ndarray], documents: Sequence[Sequence[int]],
-    pad_token_id: int, num_labels: int,
+    session: ort.InferenceSession,
+    cache: list[np.ndarray],
+    documents: Sequence[Sequence[int]],
+    pad_token_id: int,
+    num_labels: int,
 ) -> tuple[np.ndarray, list[np.ndarray]]:
     """Documents left-padded against the prefix cache -> (B, K) label logits and 2L (B, Hkv, T, D) own caches."""
     ids, doc_mask = left_pad(documents, pad_token_id)  # (B, T), (B, T)
@@ -174,38 +194,57 @@ def run_score_prefix(
     p = cache[0].shape[2]
     mask = np.concatenate([np.ones((b, p), dtype=np.int64), doc_mask], axis=1)  # (B, P + T)
     layers = len(cache) // 2
-    feeds = {graphs.INPUT_IDS: ids, graphs.ATTENTION_MASK: mask, **dict(zip(graphs.past_names(layers), cache))}
+    feeds = {
+        graphs.INPUT_IDS: ids,
+        graphs.ATTENTION_MASK: mask,
+        **dict(zip(graphs.past_names(layers), cache, strict=True)),
+    }
     logits, *present = session.run([graphs.LABEL_LOGITS, *graphs.present_names(layers)], feeds)
     check_output(logits, (b, num_labels))
-    for name, value in zip(graphs.present_names(layers), present):
+    for name, value in zip(graphs.present_names(layers), present, strict=True):
         check_output(value, (b, *cache[0].shape[1:2], t, cache[0].shape[3]), f"score_prefix {name}", cache[0].dtype)
     return logits, present
 
 
 def compare_decode(
-    session: ort.InferenceSession, model: nn.Module, prefix_cache: list[np.ndarray], own: list[np.ndarray],
-    prefix: list[int], documents: Sequence[Sequence[int]], grade_tokens: Sequence[int], pad_token_id: int, steps: int,
+    session: ort.InferenceSession,
+    model: nn.Module,
+    prefix_cache: list[np.ndarray],
+    own: list[np.ndarray],
+    prefix: list[int],
+    documents: Sequence[Sequence[int]],
+    grade_tokens: Sequence[int],
+    pad_token_id: int,
+    steps: int,
 ) -> dict[str, float]:
     """Decode `steps` tokens after each document's grade token, teacher-forced with torch's greedy tokens."""
     b = len(documents)
-    tokens, expected = reference_greedy(model, [prefix + list(d) + [g] for d, g in zip(documents, grade_tokens)], steps)
+    tokens, expected = reference_greedy(
+        model, [prefix + list(d) + [g] for d, g in zip(documents, grade_tokens, strict=True)], steps
+    )
     _, doc_mask = left_pad(documents, pad_token_id, own[0].shape[2])  # (B, T): as wide as the own cache
     mask = np.concatenate([np.ones((b, len(prefix)), dtype=np.int64), doc_mask], axis=1)  # (B, P + T)
-    past = [np.concatenate([np.repeat(p, b, axis=0), o], axis=2) for p, o in zip(prefix_cache, own)]  # (B, Hkv, P + T, D)
+    past = [
+        np.concatenate([np.repeat(p, b, axis=0), o], axis=2) for p, o in zip(prefix_cache, own, strict=True)
+    ]  # (B, Hkv, P + T, D)
     layers = len(past) // 2
     inputs = np.asarray(grade_tokens, dtype=np.int64)[:, None]  # (B, 1)
     diffs, agree = [], []
     for step in range(steps):
         mask = np.concatenate([mask, np.ones((b, 1), dtype=np.int64)], axis=1)  # (B, S + 1)
-        feeds = {graphs.INPUT_IDS: inputs, graphs.ATTENTION_MASK: mask, **dict(zip(graphs.past_names(layers), past))}
+        feeds = {
+            graphs.INPUT_IDS: inputs,
+            graphs.ATTENTION_MASK: mask,
+            **dict(zip(graphs.past_names(layers), past, strict=True)),
+        }
         logits, *past = session.run([graphs.LOGITS, *graphs.present_names(layers)], feeds)
         check_output(logits, (b, expected.shape[-1]), graphs.LOGITS)
-        for name, value in zip(graphs.present_names(layers), past):
+        for name, value in zip(graphs.present_names(layers), past, strict=True):
             want = (b, prefix_cache[0].shape[1], mask.shape[1], prefix_cache[0].shape[3])
             check_output(value, want, f"decode {name}", prefix_cache[0].dtype)
         diffs.append(np.abs(logits - expected[:, step]).max())
         agree += list(logits.argmax(-1) == tokens[:, step])
-        inputs = tokens[:, step: step + 1]  # teacher forcing: torch's greedy token
+        inputs = tokens[:, step : step + 1]  # teacher forcing: torch's greedy token
     return {
         "decode.max_abs_diff": float(max(diffs)),
         "decode.token_agreement": float(np.mean(agree)),

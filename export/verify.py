@@ -71,11 +71,16 @@ def _check_graph_file(
                 )
         elif value.name.startswith("present.") and tensor.elem_type != CACHE_TYPES[dtype]:
             kind = onnx.TensorProto.DataType.Name(tensor.elem_type)
-            raise ArtifactError(f"{path}: {value.name} is {kind}, a {dtype} artifact's cache is "
-                                f"{onnx.TensorProto.DataType.Name(CACHE_TYPES[dtype])}")
+            raise ArtifactError(
+                f"{path}: {value.name} is {kind}, a {dtype} artifact's cache is "
+                f"{onnx.TensorProto.DataType.Name(CACHE_TYPES[dtype])}"
+            )
     for tensor in model.graph.initializer:
         for entry in tensor.external_data:
-            if entry.key == "location" and str(Path(file).parent / entry.value).removeprefix("./") not in manifest.files:
+            if (
+                entry.key == "location"
+                and str(Path(file).parent / entry.value).removeprefix("./") not in manifest.files
+            ):
                 raise ArtifactError(f"{path}: weights file {entry.value!r} is not listed in the manifest")
 
 
@@ -88,7 +93,7 @@ def _check_labels(folder: Path, manifest: Manifest) -> None:
     except Exception as e:  # tokenizers raises a bare Exception on bad files
         raise ArtifactError(f"{path}: unreadable tokenizer: {e}") from e
     labels = manifest.labels
-    for value, token, token_id in zip(labels.values, labels.tokens, labels.token_ids):
+    for value, token, token_id in zip(labels.values, labels.tokens, labels.token_ids, strict=True):
         ids = tokenizer.encode(token, add_special_tokens=False).ids
         if ids != [token_id]:
             raise ArtifactError(

@@ -31,7 +31,9 @@ WEIGHTS_FILE = "weights.data"
 ALIGNMENT = 4096
 
 
-def share_weights(folder: Path, files: Sequence[str], data_name: str = WEIGHTS_FILE, min_bytes: int = 1024) -> dict[str, int]:
+def share_weights(
+    folder: Path, files: Sequence[str], data_name: str = WEIGHTS_FILE, min_bytes: int = 1024
+) -> dict[str, int]:
     """Move the large initializers of the graphs `files` (relative to `folder`) into one shared file.
 
     Returns byte counts: `stored` (written once), `referenced` (what the graphs hold in total).
@@ -67,8 +69,14 @@ def share_weights(folder: Path, files: Sequence[str], data_name: str = WEIGHTS_F
             for name in old_files:
                 (folder / rel).parent.joinpath(name).unlink(missing_ok=True)
         stored = data.tell()
-    logger.info("shared weights of %d graphs in %s: %.1f MB stored for %.1f MB referenced (%.1f s)",
-                len(files), data_name, stored / 1e6, referenced / 1e6, time.perf_counter() - start)
+    logger.info(
+        "shared weights of %d graphs in %s: %.1f MB stored for %.1f MB referenced (%.1f s)",
+        len(files),
+        data_name,
+        stored / 1e6,
+        referenced / 1e6,
+        time.perf_counter() - start,
+    )
     return {"stored": stored, "referenced": referenced}
 
 
@@ -76,6 +84,8 @@ def _external_files(path: Path) -> set[str]:
     model = onnx.load(path, load_external_data=False)
     return {
         entry.value
-        for tensor in model.graph.initializer if uses_external_data(tensor)
-        for entry in tensor.external_data if entry.key == "location"
+        for tensor in model.graph.initializer
+        if uses_external_data(tensor)
+        for entry in tensor.external_data
+        if entry.key == "location"
     }

@@ -43,8 +43,9 @@ def request_kinds(sizes: dict[int, float] = SIZES, stream_share: float = STREAM_
     for documents, share in sizes.items():
         kinds.append(RequestKind(f"{documents} docs", documents, share * (1 - stream_share)))
         if stream_share > 0:
-            kinds.append(RequestKind(f"{documents} docs stream+reasoning", documents, share * stream_share,
-                                     STREAM_FIELDS))
+            kinds.append(
+                RequestKind(f"{documents} docs stream+reasoning", documents, share * stream_share, STREAM_FIELDS)
+            )
     return kinds
 
 

@@ -58,12 +58,29 @@ def _merge(histograms: list[dict[float, int]]) -> dict[float, int]:
     return merged
 
 
-def _row(kind: str, documents: int | None, stream: bool | None, entry: dict, rejected: int,
-         histogram: dict[float, int], seconds: float) -> LoadRow:  # fmt: skip
+def _row(
+    kind: str,
+    documents: int | None,
+    stream: bool | None,
+    entry: dict,
+    rejected: int,
+    histogram: dict[float, int],
+    seconds: float,
+) -> LoadRow:
     rps = entry["num_requests"] / seconds if seconds > 0 else 0.0
-    return LoadRow(kind, documents, stream, entry["num_requests"], entry["num_failures"], rejected, rps,
-                   rps * (documents or 0), percentile(histogram, 0.50), percentile(histogram, 0.95),
-                   percentile(histogram, 0.99))  # fmt: skip
+    return LoadRow(
+        kind,
+        documents,
+        stream,
+        entry["num_requests"],
+        entry["num_failures"],
+        rejected,
+        rps,
+        rps * (documents or 0),
+        percentile(histogram, 0.50),
+        percentile(histogram, 0.95),
+        percentile(histogram, 0.99),
+    )
 
 
 def read_stats(stats_json: Path, kinds: list[RequestKind], seconds: float) -> list[LoadRow]:
@@ -74,8 +91,18 @@ def read_stats(stats_json: Path, kinds: list[RequestKind], seconds: float) -> li
     none = {"num_requests": 0, "num_failures": 0, "response_times": {}}
     answered = {k.name: entries.get(k.name, none) for k in kinds}
     histograms = {name: {float(t): n for t, n in e["response_times"].items()} for name, e in answered.items()}
-    rows = [_row(k.name, k.documents, k.stream, answered[k.name], entries.get(k.name + REJECTED, none)["num_requests"],
-                 histograms[k.name], seconds) for k in kinds]  # fmt: skip
+    rows = [
+        _row(
+            k.name,
+            k.documents,
+            k.stream,
+            answered[k.name],
+            entries.get(k.name + REJECTED, none)["num_requests"],
+            histograms[k.name],
+            seconds,
+        )
+        for k in kinds
+    ]
     total = {key: sum(e[key] for e in answered.values()) for key in ("num_requests", "num_failures")}
     row = _row("all", None, None, total, sum(r.rejected for r in rows), _merge(list(histograms.values())), seconds)
     rows.append(LoadRow(**{**asdict(row), "pairs_per_s": sum(r.pairs_per_s for r in rows)}))
@@ -90,14 +117,18 @@ def read_history(stats_json: Path) -> list[tuple[int, int, int, int]]:
         chosen = [e for e in entries if e["name"].endswith(REJECTED) == refused]
         return _merge([{int(t): n for t, n in e[key].items()} for e in chosen])
 
-    answered, failed, refused = (per_second("num_reqs_per_sec", False), per_second("num_fail_per_sec", False),
-                                 per_second("num_reqs_per_sec", True))  # fmt: skip
+    answered, failed, refused = (
+        per_second("num_reqs_per_sec", False),
+        per_second("num_fail_per_sec", False),
+        per_second("num_reqs_per_sec", True),
+    )
     seconds = set(answered) | set(refused)
     if not seconds:
         return []
     first = min(seconds)
-    return [(t - first, answered.get(t, 0), failed.get(t, 0), refused.get(t, 0))
-            for t in range(first, max(seconds) + 1)]
+    return [
+        (t - first, answered.get(t, 0), failed.get(t, 0), refused.get(t, 0)) for t in range(first, max(seconds) + 1)
+    ]
 
 
 def write_csv(rows: list[LoadRow], path: Path) -> Path:
@@ -117,8 +148,13 @@ def plot(rows: list[LoadRow], history: list[tuple[int, int, int, int]], path: Pa
     shown = [r for r in rows if r.p50_ms is not None]
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5), gridspec_kw={"width_ratios": [3, 2]})
     width = 0.27
-    for i, (name, values) in enumerate((("p50", [r.p50_ms for r in shown]), ("p95", [r.p95_ms or 0 for r in shown]),
-                                        ("p99", [r.p99_ms or 0 for r in shown]))):
+    for i, (name, values) in enumerate(
+        (
+            ("p50", [r.p50_ms for r in shown]),
+            ("p95", [r.p95_ms or 0 for r in shown]),
+            ("p99", [r.p99_ms or 0 for r in shown]),
+        )
+    ):
         left.bar([x + (i - 1) * width for x in range(len(shown))], values, width, label=name)
     left.set_xticks(range(len(shown)), [r.kind.replace(" stream+", "\nstream+") for r in shown], fontsize=7)
     left.set_yscale("log")
@@ -132,8 +168,11 @@ def plot(rows: list[LoadRow], history: list[tuple[int, int, int, int]], path: Pa
         right.set_xlabel("seconds")
         right.legend()
     total = rows[-1]
-    right.set_title(f"{total.requests_per_s:.1f} req/s, {total.pairs_per_s:.0f} pairs/s, {total.failures} failed, "
-                    f"{total.rejected} refused (429)", fontsize=9)
+    right.set_title(
+        f"{total.requests_per_s:.1f} req/s, {total.pairs_per_s:.0f} pairs/s, {total.failures} failed, "
+        f"{total.rejected} refused (429)",
+        fontsize=9,
+    )
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -145,9 +184,13 @@ def format_table(rows: list[LoadRow]) -> str:
     def ms(value: float | None) -> str:
         return f"{value:8.0f}" if value is not None else "       -"
 
-    lines = [f"{'kind':28s} {'answered':>8s} {'fail':>5s} {'429':>5s} {'req/s':>7s} {'pairs/s':>8s} "
-             f"{'p50 ms':>8s} {'p95 ms':>8s} {'p99 ms':>8s}"]
+    lines = [
+        f"{'kind':28s} {'answered':>8s} {'fail':>5s} {'429':>5s} {'req/s':>7s} {'pairs/s':>8s} "
+        f"{'p50 ms':>8s} {'p95 ms':>8s} {'p99 ms':>8s}"
+    ]
     for r in rows:
-        lines.append(f"{r.kind:28s} {r.requests:8d} {r.failures:5d} {r.rejected:5d} {r.requests_per_s:7.2f} "
-                     f"{r.pairs_per_s:8.1f} {ms(r.p50_ms)} {ms(r.p95_ms)} {ms(r.p99_ms)}")
+        lines.append(
+            f"{r.kind:28s} {r.requests:8d} {r.failures:5d} {r.rejected:5d} {r.requests_per_s:7.2f} "
+            f"{r.pairs_per_s:8.1f} {ms(r.p50_ms)} {ms(r.p95_ms)} {ms(r.p99_ms)}"
+        )
     return "\n".join(lines)

@@ -45,18 +45,40 @@ def duration_seconds(text: str) -> int:
 def run_locust(url: str, mix: Path, users: int, spawn_rate: float, duration: str, out: Path) -> int:
     """Locust headless against `url`; returns its exit code (1 when some request failed)."""
     command = [
-        sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "--host", url,
-        "--users", str(users), "--spawn-rate", str(spawn_rate), "--run-time", duration,
-        "--json-file", str(out / "locust"), "--only-summary", "--loglevel", "WARNING",
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "locust",
+        "-f",
+        str(LOCUSTFILE),
+        "--headless",
+        "--host",
+        url,
+        "--users",
+        str(users),
+        "--spawn-rate",
+        str(spawn_rate),
+        "--run-time",
+        duration,
+        "--json-file",
+        str(out / "locust"),
+        "--only-summary",
+        "--loglevel",
+        "WARNING",
+    ]
     with open(out / "locust.log", "wb") as log:
-        done = subprocess.run(command, env={**os.environ, "AFRL_LOAD_MIX": str(mix)}, stdout=log,
-                              stderr=subprocess.STDOUT, timeout=duration_seconds(duration) + EXTRA_WAIT_S)
+        done = subprocess.run(
+            command,
+            env={**os.environ, "AFRL_LOAD_MIX": str(mix)},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            timeout=duration_seconds(duration) + EXTRA_WAIT_S,
+        )
     return done.returncode
 
 
-def run_load(model: str | None, users: int, spawn_rate: float, duration: str, out: Path,
-             progress: Progress | None = None) -> dict:  # fmt: skip
+def run_load(
+    model: str | None, users: int, spawn_rate: float, duration: str, out: Path, progress: Progress | None = None
+) -> dict:
     """Returns what OUT/load.json holds; `format_table(rows)` of its rows is what the CLI prints."""
     out.mkdir(parents=True, exist_ok=True)
     seconds = duration_seconds(duration)
@@ -73,9 +95,14 @@ def run_load(model: str | None, users: int, spawn_rate: float, duration: str, ou
     write_csv(rows, out / "load.csv")
     title = f"POST /v1/score, {users} users, {seconds}s, model {model or 'default'}"
     plot(rows, read_history(stats), out / "load.png", title)
-    report = {"model": str(model) if model else "default", "users": users, "spawn_rate": spawn_rate,
-              "duration_s": seconds, "rows": [asdict(r) for r in rows],
-              "files": {name: str(out / name) for name in ("load.csv", "load.png", "locust.json")}}
+    report = {
+        "model": str(model) if model else "default",
+        "users": users,
+        "spawn_rate": spawn_rate,
+        "duration_s": seconds,
+        "rows": [asdict(r) for r in rows],
+        "files": {name: str(out / name) for name in ("load.csv", "load.png", "locust.json")},
+    }
     (out / "load.json").write_text(json.dumps(report, indent=2))
     say(progress, logger, f"wrote {out / 'load.csv'} and {out / 'load.png'}")
     return report

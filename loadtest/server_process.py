@@ -20,16 +20,24 @@ def free_port() -> int:
 
 
 @contextmanager
-def running_server(model: str | Path | None = None, env: dict[str, str] | None = None,
-                   ready_timeout_s: float = 600.0, log_path: Path | None = None):
+def running_server(
+    model: str | Path | None = None,
+    env: dict[str, str] | None = None,
+    ready_timeout_s: float = 600.0,
+    log_path: Path | None = None,
+):
     """Yields the base URL once /health/ready answers 200; terminates the server afterwards."""
     with running_server_process(model, env, ready_timeout_s, log_path) as (url, _):
         yield url
 
 
 @contextmanager
-def running_server_process(model: str | Path | None = None, env: dict[str, str] | None = None,
-                           ready_timeout_s: float = 600.0, log_path: Path | None = None):
+def running_server_process(
+    model: str | Path | None = None,
+    env: dict[str, str] | None = None,
+    ready_timeout_s: float = 600.0,
+    log_path: Path | None = None,
+):
     """running_server, yielding (base URL, the server's Popen) for callers that watch the process."""
     port = free_port()
     cmd = [sys.executable, "-m", "afrl.cli", "serve", "--port", str(port)]
@@ -42,8 +50,10 @@ def running_server_process(model: str | Path | None = None, env: dict[str, str] 
         deadline = time.monotonic() + ready_timeout_s
         while True:
             if proc.poll() is not None:
-                raise RuntimeError(f"server exited with code {proc.returncode} before it was ready"
-                                   + (f"; see {log_path}" if log_path else ""))
+                raise RuntimeError(
+                    f"server exited with code {proc.returncode} before it was ready"
+                    + (f"; see {log_path}" if log_path else "")
+                )
             try:
                 if httpx.get(f"{url}/health/ready", timeout=1.0).status_code == 200:
                     break

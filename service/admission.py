@@ -1,9 +1,9 @@
 """Admission: what a request must pass before its work may queue for the model.
 
-    Admission        a bound on requests in flight (queued or running), reported as afrl_queue_depth
-    QueueFull        429: that bound, or the batcher's bound on queued tokens, is reached;
-                     carries the Retry-After estimate
-    Deadline         `timeout_ms` as an absolute time; expired work never reaches the model (504)
+Admission        a bound on requests in flight (queued or running), reported as afrl_queue_depth
+QueueFull        429: that bound, or the batcher's bound on queued tokens, is reached;
+                 carries the Retry-After estimate
+Deadline         `timeout_ms` as an absolute time; expired work never reaches the model (504)
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ class Deadline:
     timeout_ms: int
 
     @classmethod
-    def after_ms(cls, timeout_ms: int, start: float | None = None) -> "Deadline":
+    def after_ms(cls, timeout_ms: int, start: float | None = None) -> Deadline:
         return cls((time.monotonic() if start is None else start) + timeout_ms / 1000.0, timeout_ms)
 
     def expired(self) -> bool:

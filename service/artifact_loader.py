@@ -76,7 +76,9 @@ def load_artifact(settings: ServiceSettings, backend_factory: BackendFactory | N
         raise ArtifactError(f"{folder}: model artifact folder does not exist{hint}")
     manifest = load_manifest(folder)
     tokenizer = load_tokenizer(folder)
-    for value, token, token_id in zip(manifest.labels.values, manifest.labels.tokens, manifest.labels.token_ids):
+    for value, token, token_id in zip(
+        manifest.labels.values, manifest.labels.tokens, manifest.labels.token_ids, strict=True
+    ):
         ids = tokenizer.encode(token, add_special_tokens=False).ids
         if ids != [token_id]:
             raise ArtifactError(

@@ -142,7 +142,7 @@ class OnnxBackend:
         b = input_ids.shape[0]
         mask = np.concatenate([np.ones((b, prefix.length), dtype=np.int64), attention_mask], axis=1)  # (B, P+T)
         feed = {graphs.INPUT_IDS: np.ascontiguousarray(input_ids, dtype=np.int64), graphs.ATTENTION_MASK: mask}
-        feed.update(zip(graphs.past_names(self.layers), prefix.tensors))
+        feed.update(zip(graphs.past_names(self.layers), prefix.tensors, strict=True))
         present = graphs.present_names(self.layers) if keep_cache else []
         logits, *cache = self.score_prefix.run(feed, [OUTPUT_NAME, *present])
         own = KVCache(cache, np.asarray(attention_mask, dtype=np.int64)) if keep_cache else None
@@ -152,7 +152,7 @@ class OnnxBackend:
         """One step: (B, T) new tokens after `past` -> (B, V) next-token logits and the grown cache."""
         mask = decode_mask(past, input_ids.shape[1])  # (B, S + T)
         feed = {graphs.INPUT_IDS: np.ascontiguousarray(input_ids, dtype=np.int64), graphs.ATTENTION_MASK: mask}
-        feed.update(zip(graphs.past_names(self.layers), past.tensors))
+        feed.update(zip(graphs.past_names(self.layers), past.tensors, strict=True))
         present = graphs.present_names(self.layers)
         logits, *cache = self.decoder.run(feed, [graphs.LOGITS, *present], keep_on_device=present)
         if shape(cache[0])[2] != mask.shape[1]:

@@ -23,9 +23,7 @@ def shape_buckets(shortest: int, longest: int, bucket: int = SEQUENCE_BUCKET) ->
     return list(range(bucket_length(shortest, bucket), bucket_length(longest, bucket) + 1, bucket))
 
 
-def plan_micro_batches(
-    lengths: Sequence[int], max_batch_tokens: int, bucket: int = SEQUENCE_BUCKET
-) -> list[list[int]]:
+def plan_micro_batches(lengths: Sequence[int], max_batch_tokens: int, bucket: int = SEQUENCE_BUCKET) -> list[list[int]]:
     """Group row indices into batches whose padded size (rows x bucketed length) fits the budget.
 
     Longest rows first, so each batch's length is set by its first row and
@@ -50,9 +48,13 @@ def plan_micro_batches(
 
 
 def can_join(
-    batch_rows: int, batch_length: int, rows: int, length: int, max_batch_tokens: int,
+    batch_rows: int,
+    batch_length: int,
+    rows: int,
+    length: int,
+    max_batch_tokens: int,
     bucket: int = SEQUENCE_BUCKET,
-) -> bool:  # fmt: skip
+) -> bool:
     """Whether `rows` x `length` may share a forward pass with a batch of `batch_rows` x `batch_length`.
 
     Lengths at most one bucket apart (a joining row adds at most one bucket of

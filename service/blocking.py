@@ -1,8 +1,8 @@
 """A ScoringEngine driven from synchronous code (afrl eval, benchmarks): it owns a private event loop.
 
-    scorer = BlockingScorer(engine)
-    outcome = scorer.score(query, documents)   # ScoreOutcome, as the HTTP routes get it
-    scorer.close()                             # the engine (its batcher and threads), then the loop
+scorer = BlockingScorer(engine)
+outcome = scorer.score(query, documents)   # ScoreOutcome, as the HTTP routes get it
+scorer.close()                             # the engine (its batcher and threads), then the loop
 """
 
 from __future__ import annotations

@@ -66,8 +66,15 @@ class ScoreOutcome:
 class ScoreRun:
     """One admitted request inside the engine."""
 
-    def __init__(self, engine: "ScoringEngine", work: RequestWork, pairs: Sequence[EncodedPair],
-                 tokenize_seconds: float, keep: int, arrived: float):  # fmt: skip
+    def __init__(
+        self,
+        engine: ScoringEngine,
+        work: RequestWork,
+        pairs: Sequence[EncodedPair],
+        tokenize_seconds: float,
+        keep: int,
+        arrived: float,
+    ):
         self.engine = engine
         self.work = work
         self.results: list[GradeResult | None] = [None] * len(pairs)
@@ -98,7 +105,7 @@ class ScoreRun:
                 return
             if isinstance(item, BaseException):
                 raise item
-            for row, grade in zip(item.rows, grade_results(item.logits, values)):
+            for row, grade in zip(item.rows, grade_results(item.logits, values), strict=True):
                 self.results[row] = grade
             if item.cache is not None and self._keep:
                 self._keep_best(item.rows, item.cache)
@@ -131,8 +138,15 @@ class ScoreRun:
         labels = engine.model.manifest.labels
         first = [labels.token_ids[labels.values.index(self.results[i].grade)] for i in indices]
         past = join(self.work.prefix_cache, [self._caches.pop(i) for i in indices])
-        session = DecodeSession(engine.model.backend, past, indices, first, engine.model.eos_id,
-                                engine.max_new_tokens, engine.model.tokenizer)  # fmt: skip
+        session = DecodeSession(
+            engine.model.backend,
+            past,
+            indices,
+            first,
+            engine.model.eos_id,
+            engine.max_new_tokens,
+            engine.model.tokenizer,
+        )
         first_token = True
         while not session.done:
             produced = await engine.scheduler.run_step(self.work, session.step)
@@ -153,8 +167,14 @@ class ScoreRun:
 class ScoringEngine:
     """Scores (query, documents) with one loaded model; safe to share across requests on one event loop."""
 
-    def __init__(self, model: LoadedModel, max_batch_tokens: int, metrics: ServiceMetrics,
-                 settings: ServiceSettings | None = None, scheduler: Scheduler | None = None):  # fmt: skip
+    def __init__(
+        self,
+        model: LoadedModel,
+        max_batch_tokens: int,
+        metrics: ServiceMetrics,
+        settings: ServiceSettings | None = None,
+        scheduler: Scheduler | None = None,
+    ):
         """`settings` gives every other knob (defaults when None; afrl eval passes only the budget)."""
         settings = (settings or ServiceSettings(model=model.folder)).model_copy(
             update={"max_batch_tokens": max_batch_tokens}
@@ -168,10 +188,15 @@ class ScoringEngine:
         self.shared_prefix = supports_prefix(model.backend)
         self.reasoning = supports_decode(model.backend) and model.eos_id is not None
         self.scheduler = scheduler or Scheduler(
-            model.backend, model.pad_id, settings.max_batch_tokens, settings.max_queue_tokens,
-            settings.max_wait_ms, metrics, max_queue_delay_ms=settings.max_queue_delay_ms,
+            model.backend,
+            model.pad_id,
+            settings.max_batch_tokens,
+            settings.max_queue_tokens,
+            settings.max_wait_ms,
+            metrics,
+            max_queue_delay_ms=settings.max_queue_delay_ms,
             inference_timeout_ms=settings.inference_timeout_ms,
-        )  # fmt: skip
+        )
         workers = settings.tokenize_workers or min(4, os.cpu_count() or 1)
         self._tokenize_pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="afrl-tokenize")
 
@@ -179,8 +204,15 @@ class ScoringEngine:
         """Start the batcher loop on the running event loop (else the first request starts it)."""
         self.scheduler.start()
 
-    async def start(self, query: str, documents: Sequence[str], deadline: Deadline | None = None, keep: int = 0,
-                    arrived: float | None = None, max_document_tokens: int | None = None) -> ScoreRun:  # fmt: skip
+    async def start(
+        self,
+        query: str,
+        documents: Sequence[str],
+        deadline: Deadline | None = None,
+        keep: int = 0,
+        arrived: float | None = None,
+        max_document_tokens: int | None = None,
+    ) -> ScoreRun:
         """Tokenize and queue one request. `keep`: how many of the best documents may be explained."""
         loop = asyncio.get_running_loop()
         arrived = time.monotonic() if arrived is None else arrived
@@ -205,9 +237,15 @@ class ScoringEngine:
             self.scheduler.arrival_done(estimate)
         return ScoreRun(self, work, pairs, tokenize_seconds, keep if self.reasoning else 0, arrived)
 
-    async def score(self, query: str, documents: Sequence[str], deadline: Deadline | None = None,
-                    explain: int | None = None, arrived: float | None = None,
-                    max_document_tokens: int | None = None) -> ScoreOutcome:  # fmt: skip
+    async def score(
+        self,
+        query: str,
+        documents: Sequence[str],
+        deadline: Deadline | None = None,
+        explain: int | None = None,
+        arrived: float | None = None,
+        max_document_tokens: int | None = None,
+    ) -> ScoreOutcome:
         """Grade every document; with `explain`, also the explanations of the `explain` best."""
         run = await self.start(query, documents, deadline, explain or 0, arrived, max_document_tokens)
         try:

@@ -88,8 +88,12 @@ class _Worker:
 class InferenceThread:
     """Runs calls one at a time on a dedicated thread; created and awaited on the event loop."""
 
-    def __init__(self, timeout_s: float | None = None, max_stuck: int = MAX_STUCK_CALLS,
-                 on_change: Callable[[], None] | None = None):  # fmt: skip
+    def __init__(
+        self,
+        timeout_s: float | None = None,
+        max_stuck: int = MAX_STUCK_CALLS,
+        on_change: Callable[[], None] | None = None,
+    ):
         self.timeout_s = timeout_s or None  # 0 or None: wait forever
         self.max_stuck = max_stuck
         self.on_change = on_change  # called on the event loop when a call is abandoned or returns
@@ -141,9 +145,12 @@ class InferenceThread:
     def _abandon(self, future: asyncio.Future, started: float) -> None:
         self._stuck[future] = started
         future.add_done_callback(self._returned)
-        logger.error("a forward pass passed the inference timeout (%.0f ms); %d stuck, %s",
-                     self.timeout_s * 1000, self.stuck,
-                     "backend wedged: not starting another thread" if self.wedged else "continuing on a new thread")  # fmt: skip
+        logger.error(
+            "a forward pass passed the inference timeout (%.0f ms); %d stuck, %s",
+            self.timeout_s * 1000,
+            self.stuck,
+            "backend wedged: not starting another thread" if self.wedged else "continuing on a new thread",
+        )
         old, self._worker = self._worker, _Worker()
         old.stop()  # the stuck thread ends once its call returns
         if self.on_change is not None:
@@ -154,7 +161,8 @@ class InferenceThread:
         if not future.cancelled():
             future.exception()  # retrieved: a late failure is not an "unhandled" error
         if started is not None:
-            logger.warning("a stuck forward pass returned after %.1f s; %d still stuck",
-                           time.monotonic() - started, self.stuck)  # fmt: skip
+            logger.warning(
+                "a stuck forward pass returned after %.1f s; %d still stuck", time.monotonic() - started, self.stuck
+            )
         if self.on_change is not None:
             self.on_change()

@@ -45,11 +45,11 @@ class KVCache:
     def length(self) -> int:
         return int(self.mask.shape[1])
 
-    def row(self, b: int) -> "KVCache":
+    def row(self, b: int) -> KVCache:
         """Row b as its own (1, ...) cache, copied so the batch's arrays can be freed."""
         return KVCache([host(t)[b : b + 1].copy() for t in self.tensors], self.mask[b : b + 1].copy())
 
-    def select(self, rows: Sequence[int]) -> "KVCache":
+    def select(self, rows: Sequence[int]) -> KVCache:
         """The given rows, in that order (dropping finished rows of a decode batch)."""
         idx = np.asarray(rows, dtype=np.int64)
         return KVCache([np.ascontiguousarray(host(t)[idx]) for t in self.tensors], self.mask[idx])

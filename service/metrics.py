@@ -14,9 +14,23 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 
 # 0.1 ms .. 10 s: a grade takes milliseconds on a GPU, seconds on a CPU.
 LATENCY_BUCKETS = (
-    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
-    0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-)  # fmt: skip
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+)
 SIZE_BUCKETS = tuple(float(2**i) for i in range(11))  # 1 .. 1024 rows
 TOKEN_BUCKETS = tuple(float(2**i) for i in range(5, 18))  # 32 .. 131072 tokens
 RATIO_BUCKETS = (0.0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
@@ -31,42 +45,52 @@ class ServiceMetrics:
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
         self.request_duration = Histogram(
-            "afrl_request_duration_seconds", "HTTP request duration", ["endpoint", "status"],
-            buckets=LATENCY_BUCKETS, registry=r,
-        )  # fmt: skip
-        self.queue_duration = Histogram(
-            "afrl_queue_duration_seconds", "time a request's work waited for the model",
-            buckets=LATENCY_BUCKETS, registry=r,
-        )  # fmt: skip
-        self.tokenize_duration = Histogram(
-            "afrl_tokenize_duration_seconds", "time to tokenize one request",
-            buckets=LATENCY_BUCKETS, registry=r,
-        )  # fmt: skip
-        self.inference_duration = Histogram(
-            "afrl_inference_duration_seconds", "duration of one forward pass (one batch)",
-            buckets=LATENCY_BUCKETS, registry=r,
-        )  # fmt: skip
-        self.batch_size = Histogram(
-            "afrl_batch_size", "rows in one forward pass", buckets=SIZE_BUCKETS, registry=r
+            "afrl_request_duration_seconds",
+            "HTTP request duration",
+            ["endpoint", "status"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
         )
+        self.queue_duration = Histogram(
+            "afrl_queue_duration_seconds",
+            "time a request's work waited for the model",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.tokenize_duration = Histogram(
+            "afrl_tokenize_duration_seconds",
+            "time to tokenize one request",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.inference_duration = Histogram(
+            "afrl_inference_duration_seconds",
+            "duration of one forward pass (one batch)",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.batch_size = Histogram("afrl_batch_size", "rows in one forward pass", buckets=SIZE_BUCKETS, registry=r)
         self.batch_tokens = Histogram(
-            "afrl_batch_tokens", "padded tokens (rows x length) in one forward pass",
-            buckets=TOKEN_BUCKETS, registry=r,
-        )  # fmt: skip
+            "afrl_batch_tokens",
+            "padded tokens (rows x length) in one forward pass",
+            buckets=TOKEN_BUCKETS,
+            registry=r,
+        )
         self.padding_ratio = Histogram(
             "afrl_padding_ratio", "share of pad tokens in one forward pass", buckets=RATIO_BUCKETS, registry=r
         )
         self.time_to_first_reasoning_token = Histogram(
             "afrl_time_to_first_reasoning_token_seconds",
-            "request arrival to the first decoded explanation token", buckets=LATENCY_BUCKETS, registry=r,
-        )  # fmt: skip
-        self.prefix_tokens_saved = Counter(
-            "afrl_prefix_tokens_saved", "shared-prefix tokens not recomputed thanks to the prefix KV cache",
+            "request arrival to the first decoded explanation token",
+            buckets=LATENCY_BUCKETS,
             registry=r,
-        )  # fmt: skip
-        self.reasoning_tokens = Counter(
-            "afrl_reasoning_tokens", "explanation tokens decoded", registry=r
         )
+        self.prefix_tokens_saved = Counter(
+            "afrl_prefix_tokens_saved",
+            "shared-prefix tokens not recomputed thanks to the prefix KV cache",
+            registry=r,
+        )
+        self.reasoning_tokens = Counter("afrl_reasoning_tokens", "explanation tokens decoded", registry=r)
         self.queue_depth = Gauge("afrl_queue_depth", "requests admitted and not yet answered", registry=r)
         self.queue_tokens = Gauge("afrl_queue_tokens", "padded tokens waiting for the model", registry=r)
         self.inference_timeouts = Counter(

@@ -113,7 +113,7 @@ class GraphSession:
         self.session.run_with_iobinding(binding)
         values = binding.get_outputs()
         del held
-        return [v if name in keep_on_device else v.numpy() for name, v in zip(outputs, values)]
+        return [v if name in keep_on_device else v.numpy() for name, v in zip(outputs, values, strict=True)]
 
 
 def row_bucket(rows: int) -> int:

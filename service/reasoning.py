@@ -25,8 +25,16 @@ from service.kv import KVCache
 class DecodeSession:
     """The explanations of one request's chosen documents, decoded together."""
 
-    def __init__(self, backend: Any, past: KVCache, indices: Sequence[int], first_tokens: Sequence[int],
-                 eos_id: int, max_new_tokens: int, tokenizer: Any):  # fmt: skip
+    def __init__(
+        self,
+        backend: Any,
+        past: KVCache,
+        indices: Sequence[int],
+        first_tokens: Sequence[int],
+        eos_id: int,
+        max_new_tokens: int,
+        tokenizer: Any,
+    ):
         from tokenizers.decoders import DecodeStream
 
         if past.batch != len(indices) or len(first_tokens) != len(indices):
@@ -51,7 +59,7 @@ class DecodeSession:
         logits, present = self.backend.decode(self.next_ids[:, None], self.past)  # (B, V)
         tokens = np.asarray(logits).argmax(axis=-1)  # (B,)
         self.steps += 1
-        produced = [(i, int(t)) for i, t in zip(self.indices, tokens)]
+        produced = [(i, int(t)) for i, t in zip(self.indices, tokens, strict=True)]
         keep = [b for b, t in enumerate(tokens) if t != self.eos_id and self.steps < self.max_new_tokens]
         if len(keep) < len(self.indices):
             present = present.select(keep) if keep else present

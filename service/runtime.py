@@ -84,4 +84,3 @@ class ServiceRuntime:
         self._ready = False
         if self.engine is not None:
             self.engine.close()
-

@@ -1,27 +1,27 @@
 """The batcher: one queue in front of the model, shared by every request (after TEI's queue.rs).
 
-    arrive(n)          a request about to be tokenized; refused at once (QueueFull, 429) when even
-                       its least cost would not fit max_queue_tokens, or when the work ahead of it
-                       (queued, arriving, and what remains of the running pass, at the measured
-                       tokens/s) would keep it waiting longer than max_queue_delay_ms: past that
-                       point an answer comes too late for a search backend, and a quick 429 lets
-                       it retry elsewhere while accepted requests keep their latency
-    submit(work)       a request's micro-batches ("jobs", planned on the token budget) join
-                       the queue; when more than max_queue_tokens padded tokens would be
-                       waiting, QueueFull (429) unless the queue is empty
-    run_step(work, f)  one step of a request's explanation, queued like any job
-    the loop           takes the next request round-robin, one job per request per turn, so a
-                       1,000-document request cannot starve ten small ones; on the plain score
-                       graph, other requests' head jobs of a close length join the same forward
-                       pass while the budget allows (shared-prefix jobs run alone: one prefix
-                       cache per pass); the batch is held open at most max_wait_ms, and only
-                       while requests are still being tokenized
-    dead work          cancelled requests leave the queue at once; a deadline fires on a timer
-                       (504 without waiting for the model) and removes the request's jobs; the
-                       inference thread checks once more right before each forward pass
-    inference thread   one thread runs every forward pass (onnxruntime parallelises inside); a pass
-                       past the inference timeout fails its requests (504) and the next batches run
-                       on a fresh thread (service.inference_thread: stuck calls, readiness, liveness)
+arrive(n)          a request about to be tokenized; refused at once (QueueFull, 429) when even
+                   its least cost would not fit max_queue_tokens, or when the work ahead of it
+                   (queued, arriving, and what remains of the running pass, at the measured
+                   tokens/s) would keep it waiting longer than max_queue_delay_ms: past that
+                   point an answer comes too late for a search backend, and a quick 429 lets
+                   it retry elsewhere while accepted requests keep their latency
+submit(work)       a request's micro-batches ("jobs", planned on the token budget) join
+                   the queue; when more than max_queue_tokens padded tokens would be
+                   waiting, QueueFull (429) unless the queue is empty
+run_step(work, f)  one step of a request's explanation, queued like any job
+the loop           takes the next request round-robin, one job per request per turn, so a
+                   1,000-document request cannot starve ten small ones; on the plain score
+                   graph, other requests' head jobs of a close length join the same forward
+                   pass while the budget allows (shared-prefix jobs run alone: one prefix
+                   cache per pass); the batch is held open at most max_wait_ms, and only
+                   while requests are still being tokenized
+dead work          cancelled requests leave the queue at once; a deadline fires on a timer
+                   (504 without waiting for the model) and removes the request's jobs; the
+                   inference thread checks once more right before each forward pass
+inference thread   one thread runs every forward pass (onnxruntime parallelises inside); a pass
+                   past the inference timeout fails its requests (504) and the next batches run
+                   on a fresh thread (service.inference_thread: stuck calls, readiness, liveness)
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ class ScoredRows:
 
 @dataclass(eq=False)
 class ScoreJob:
-    work: "RequestWork"
+    work: RequestWork
     rows: list[int]
     length: int  # padded length of these rows
     tokens: int  # what it costs: rows x length (+ the prefix, for a request's first shared-prefix job)
@@ -77,7 +77,7 @@ class ScoreJob:
 
 @dataclass(eq=False)
 class StepJob:
-    work: "RequestWork"
+    work: RequestWork
     fn: Callable[[], Any]
     future: asyncio.Future
     tokens: int = 0
@@ -117,9 +117,17 @@ class RequestWork:
 class Scheduler:
     """Owns the queue and the inference thread; created and used on the event loop."""
 
-    def __init__(self, backend: Backend, pad_id: int, max_batch_tokens: int, max_queue_tokens: int,
-                 max_wait_ms: float, metrics: ServiceMetrics, max_queue_delay_ms: float = 0.0,
-                 inference_timeout_ms: float = 0.0):  # fmt: skip
+    def __init__(
+        self,
+        backend: Backend,
+        pad_id: int,
+        max_batch_tokens: int,
+        max_queue_tokens: int,
+        max_wait_ms: float,
+        metrics: ServiceMetrics,
+        max_queue_delay_ms: float = 0.0,
+        inference_timeout_ms: float = 0.0,
+    ):
         self.backend = backend
         self.pad_id = pad_id
         self.max_batch_tokens = max_batch_tokens

@@ -44,27 +44,36 @@ class ServiceSettings(BaseSettings):
         8192, ge=1, description="padded tokens (rows x length) in one forward pass; a longer single row runs alone"
     )
     max_wait_ms: float = Field(
-        2.0, ge=0, description="how long the batcher holds a batch open for requests still being tokenized, "
-        "so they can share its forward pass (never waits when nothing is arriving)"
+        2.0,
+        ge=0,
+        description="how long the batcher holds a batch open for requests still being tokenized, "
+        "so they can share its forward pass (never waits when nothing is arriving)",
     )
     max_queue: int = Field(256, ge=1, description="requests admitted at once (queued or running); more get 429")
     max_queue_tokens: int = Field(
-        65536, ge=1, description="padded tokens waiting for the model across requests; a request that would "
-        "pass it gets 429 with Retry-After (a request is always admitted into an empty queue)"
+        65536,
+        ge=1,
+        description="padded tokens waiting for the model across requests; a request that would "
+        "pass it gets 429 with Retry-After (a request is always admitted into an empty queue)",
     )
     max_queue_delay_ms: float = Field(
-        1000.0, ge=0, description="refuse (429) a request that would wait longer than this before its compute "
+        1000.0,
+        ge=0,
+        description="refuse (429) a request that would wait longer than this before its compute "
         "starts (the work ahead of it at the measured tokens/s); set it to the latency budget left after "
-        "compute so accepted requests stay fast under overload; 0: no bound"
+        "compute so accepted requests stay fast under overload; 0: no bound",
     )
     inference_timeout_ms: float = Field(
-        60_000.0, ge=0, description="longest one forward pass may take: past it the batch's requests get 504, "
+        60_000.0,
+        ge=0,
+        description="longest one forward pass may take: past it the batch's requests get 504, "
         "the next batches run on a fresh inference thread, and /health/ready answers 503 until the stuck call "
-        "returns (two stuck at once: /health/live answers 503 too); 0: no timeout"
+        "returns (two stuck at once: /health/live answers 503 too); 0: no timeout",
     )
     shared_prefix: bool = Field(
-        True, description="score with the 'prefix' + 'score_prefix' graphs when the artifact has them: the "
-        "guideline + query prefix runs once per request; false: always the plain 'score' graph"
+        True,
+        description="score with the 'prefix' + 'score_prefix' graphs when the artifact has them: the "
+        "guideline + query prefix runs once per request; false: always the plain 'score' graph",
     )
     max_new_tokens: int = Field(256, ge=1, description="longest explanation decoded per document, in tokens")
     max_reasoning_documents: int = Field(
@@ -74,17 +83,20 @@ class ServiceSettings(BaseSettings):
         None, description="when set, /v1/*, /v2/* and /info need 'Authorization: Bearer KEY' or 'x-api-key: KEY'"
     )
     cors_origins: str = Field(
-        "", description="browser origins allowed to call the API cross-origin, comma-separated (e.g. "
-        "'https://search.example.com'; '*' allows any); empty: no CORS headers, browsers block cross-origin calls"
+        "",
+        description="browser origins allowed to call the API cross-origin, comma-separated (e.g. "
+        "'https://search.example.com'; '*' allows any); empty: no CORS headers, browsers block cross-origin calls",
     )
     providers: str = Field(
-        "auto", description="ONNX Runtime execution providers, comma-separated, in priority order; 'auto': "
-        "CUDAExecutionProvider then CPUExecutionProvider when onnxruntime-gpu is installed, else CPU"
+        "auto",
+        description="ONNX Runtime execution providers, comma-separated, in priority order; 'auto': "
+        "CUDAExecutionProvider then CPUExecutionProvider when onnxruntime-gpu is installed, else CPU",
     )
     cuda_device_id: int = Field(0, ge=0, description="GPU used by CUDAExecutionProvider")
     cuda_graphs: bool = Field(
-        False, description="CUDA only: capture the score graph as CUDA graphs, one per (rows, length) bucket, "
-        "all captured during warmup"
+        False,
+        description="CUDA only: capture the score graph as CUDA graphs, one per (rows, length) bucket, "
+        "all captured during warmup",
     )
     intra_op_threads: int | None = Field(
         None, ge=1, description="ONNX Runtime intra-op threads; unset: onnxruntime's default (all cores)"
@@ -94,8 +106,9 @@ class ServiceSettings(BaseSettings):
     )
     access_log: bool = Field(False, description="log one line per request (uvicorn's access log)")
     grace_period_s: float = Field(
-        30.0, ge=0, description="on SIGTERM: stop accepting, let in-flight requests finish for at most this "
-        "long, then exit"
+        30.0,
+        ge=0,
+        description="on SIGTERM: stop accepting, let in-flight requests finish for at most this long, then exit",
     )
 
     @field_validator("providers")

@@ -33,7 +33,7 @@ class TrainingContext:
     _pieces: dict[int, str] = field(default_factory=dict, repr=False)
 
     @classmethod
-    def create(cls, tokenizer_dir: str | Path | None = None, guideline: str | None = None) -> "TrainingContext":
+    def create(cls, tokenizer_dir: str | Path | None = None, guideline: str | None = None) -> TrainingContext:
         folder = Path(tokenizer_dir) if tokenizer_dir else qwen3_tokenizer_dir()
         hf = AutoTokenizer.from_pretrained(str(folder), fix_mistral_regex=False)  # the warning is false (STACK.md)
         guideline = guideline or guideline_text()
@@ -94,8 +94,9 @@ def save_checkpoint(model: torch.nn.Module | None, path: Path, ctx: TrainingCont
     if model is not None:
         model.save_pretrained(path)
     ctx.hf_tokenizer.save_pretrained(path)
-    (path / "afrl.json").write_text(json.dumps({"guideline": ctx.guideline, "label_values": ctx.labels.values},
-                                               indent=2))
+    (path / "afrl.json").write_text(
+        json.dumps({"guideline": ctx.guideline, "label_values": ctx.labels.values}, indent=2)
+    )
     for stage, config in configs.items():
         body = asdict(config) if is_dataclass(config) else config
         (path / f"{stage}_config.json").write_text(json.dumps(body, indent=2, default=str))

@@ -32,7 +32,9 @@ POOLS = ("head", "long_tail", "evolved", "all")
 @dataclass
 class StageConfig:
     name: str = field(metadata={"help": "stage name (reports)"})
-    mix: dict[str, float] = field(metadata={"help": "pool -> share of the stage's sequences (" + ", ".join(POOLS) + ")"})
+    mix: dict[str, float] = field(
+        metadata={"help": "pool -> share of the stage's sequences (" + ", ".join(POOLS) + ")"}
+    )
     steps: int = field(metadata={"help": "optimizer steps of the stage"})
 
     def __post_init__(self) -> None:
@@ -55,10 +57,13 @@ def default_stages(head_steps: int, tail_steps: int, evolved_steps: int) -> list
 
 @dataclass
 class CurriculumConfig:
-    stages: list[StageConfig] = field(default_factory=lambda: default_stages(300, 150, 150),
-                                      metadata={"help": "stages in order; 'evolved' pools need an evolution run"})
-    sft: SFTConfig = field(default_factory=SFTConfig, metadata={"help": "batch size, lr, grade weight... "
-                                                                          "(steps come from each stage)"})
+    stages: list[StageConfig] = field(
+        default_factory=lambda: default_stages(300, 150, 150),
+        metadata={"help": "stages in order; 'evolved' pools need an evolution run"},
+    )
+    sft: SFTConfig = field(
+        default_factory=SFTConfig, metadata={"help": "batch size, lr, grade weight... (steps come from each stage)"}
+    )
 
     def __post_init__(self) -> None:
         self.stages = [s if isinstance(s, StageConfig) else StageConfig(**s) for s in self.stages]
@@ -70,8 +75,9 @@ class CurriculumConfig:
         return next((s for s in self.stages if s.name == name), None)
 
 
-def draw_mix(pools: dict[str, Sequence[SFTSequence]], mix: dict[str, float], n: int,
-             rng: random.Random) -> list[SFTSequence]:
+def draw_mix(
+    pools: dict[str, Sequence[SFTSequence]], mix: dict[str, float], n: int, rng: random.Random
+) -> list[SFTSequence]:
     """`n` sequences drawn with replacement, pool by pool in proportion to `mix` (empty pools are skipped)."""
     live = {p: w for p, w in mix.items() if w > 0 and pools.get(p)}
     if not live:
@@ -95,8 +101,12 @@ def run_stage(
     seed: int = 0,
 ) -> SFTResult:
     """Train one stage in place on its mix."""
-    sft = replace(config.sft, steps=stage.steps, warmup_steps=min(config.sft.warmup_steps, max(0, stage.steps - 1)),
-                  seed=config.sft.seed + seed)
+    sft = replace(
+        config.sft,
+        steps=stage.steps,
+        warmup_steps=min(config.sft.warmup_steps, max(0, stage.steps - 1)),
+        seed=config.sft.seed + seed,
+    )
     sequences = draw_mix(pools, stage.mix, stage.steps * sft.batch_size, random.Random(sft.seed))
     tagged = (lambda m: progress(f"[{stage.name}] {m}")) if progress else None
     return train_sft(model, sequences, labels, sft, pad_id, progress=tagged, vocab=vocab)

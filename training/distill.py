@@ -43,18 +43,27 @@ from training.sft_data import SFTBatch, SFTSequence
 
 @dataclass
 class DistillConfig:
-    student: TinyQwen3Spec = field(default_factory=lambda: TinyQwen3Spec(hidden_size=64, intermediate_size=192,
-                                                                       num_hidden_layers=3),
-                                   metadata={"help": "student architecture (random init)"})
-    sft: SFTConfig = field(default_factory=lambda: SFTConfig(steps=400, batch_size=16),
-                           metadata={"help": "the student's optimiser settings"})
+    student: TinyQwen3Spec = field(
+        default_factory=lambda: TinyQwen3Spec(hidden_size=64, intermediate_size=192, num_hidden_layers=3),
+        metadata={"help": "student architecture (random init)"},
+    )
+    sft: SFTConfig = field(
+        default_factory=lambda: SFTConfig(steps=400, batch_size=16),
+        metadata={"help": "the student's optimiser settings"},
+    )
     kd_weight: float = field(default=1.0, metadata={"help": "weight of the first-token label KL"})
     kd_temperature: float = field(default=1.0, metadata={"help": "softmax temperature of the label KL"})
-    train_prompts: int | None = field(default=None, metadata={"help": "training prompts the teacher labels (None: all)"})
+    train_prompts: int | None = field(
+        default=None, metadata={"help": "training prompts the teacher labels (None: all)"}
+    )
     extra_prompts: int = field(default=0, metadata={"help": "unlabeled prompts from a fresh world (seed + 1000)"})
     max_new_tokens: int = field(default=120, metadata={"help": "teacher completion cap"})
-    keep_unfinished: bool = field(default=False, metadata={"help": "also learn from completions cut at the cap "
-                                                                     "(only for smoke runs with a barely trained teacher)"})
+    keep_unfinished: bool = field(
+        default=False,
+        metadata={
+            "help": "also learn from completions cut at the cap (only for smoke runs with a barely trained teacher)"
+        },
+    )
     teacher_base_url: str | None = field(default=None, metadata={"help": "OpenAI-compatible endpoint as teacher"})
     teacher_model: str | None = field(default=None, metadata={"help": "model name at the endpoint"})
 
@@ -85,26 +94,44 @@ class Teacher(Protocol):
 class CheckpointTeacher:
     """A torch model: greedy completions and its label distribution, from one decode pass."""
 
-    def __init__(self, model: torch.nn.Module, ctx: TrainingContext, vocab: torch.Tensor | None,
-                 max_new_tokens: int = 120, batch_size: int = 64, name: str = "checkpoint"):
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        ctx: TrainingContext,
+        vocab: torch.Tensor | None,
+        max_new_tokens: int = 120,
+        batch_size: int = 64,
+        name: str = "checkpoint",
+    ):
         self.model, self.ctx, self.vocab = model, ctx, vocab
         self.max_new_tokens, self.batch_size, self.name = max_new_tokens, batch_size, name
 
     def outputs(self, pairs: Sequence[tuple[str, str]]) -> list[TeacherOutput]:
         prompts = [self.ctx.prompt_ids(q, d) for q, d in pairs]
-        out = generate(self.model, prompts, prefix_len=self.ctx.prefix_len, eos_id=self.ctx.eos_id,
-                       max_new_tokens=self.max_new_tokens, vocab=self.vocab, greedy=True,
-                       label_ids=self.ctx.labels.token_ids, batch_size=self.batch_size)
-        return [TeacherOutput(self.ctx.decode(ids), done, tuple(p.tolist()))
-                for ids, done, p in zip(out.completion_ids, out.finished, out.label_probs)]
+        out = generate(
+            self.model,
+            prompts,
+            prefix_len=self.ctx.prefix_len,
+            eos_id=self.ctx.eos_id,
+            max_new_tokens=self.max_new_tokens,
+            vocab=self.vocab,
+            greedy=True,
+            label_ids=self.ctx.labels.token_ids,
+            batch_size=self.batch_size,
+        )
+        return [
+            TeacherOutput(self.ctx.decode(ids), done, tuple(p.tolist()))
+            for ids, done, p in zip(out.completion_ids, out.finished, out.label_probs, strict=True)
+        ]
 
 
 Post = Callable[[str, dict, dict], dict]
 
 
 def _http_post(url: str, payload: dict, headers: dict) -> dict:
-    req = urllib.request.Request(url, data=json.dumps(payload).encode(), method="POST",
-                                 headers={"content-type": "application/json", **headers})
+    req = urllib.request.Request(
+        url, data=json.dumps(payload).encode(), method="POST", headers={"content-type": "application/json", **headers}
+    )
     with urllib.request.urlopen(req, timeout=120) as resp:  # noqa: S310 (the user configures the endpoint)
         return json.loads(resp.read())
 
@@ -114,8 +141,15 @@ class EndpointTeacher:
 
     name = "endpoint"
 
-    def __init__(self, base_url: str, model: str, ctx: TrainingContext, api_key: str | None = None,
-                 max_new_tokens: int = 120, post: Post | None = None):
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        ctx: TrainingContext,
+        api_key: str | None = None,
+        max_new_tokens: int = 120,
+        post: Post | None = None,
+    ):
         self.url = base_url.rstrip("/") + "/chat/completions"
         self.model, self.ctx, self.api_key = model, ctx, api_key
         self.max_new_tokens, self.post = max_new_tokens, post or _http_post
@@ -125,17 +159,25 @@ class EndpointTeacher:
 
     def _one(self, query: str, document: str) -> TeacherOutput:
         payload = {
-            "model": self.model, "temperature": 0.0, "max_tokens": self.max_new_tokens,
-            "logprobs": True, "top_logprobs": 10,
-            "messages": [{"role": "system", "content": self.ctx.guideline},
-                         {"role": "user", "content": f"Query: {query}\nDocument: {document}"}],
+            "model": self.model,
+            "temperature": 0.0,
+            "max_tokens": self.max_new_tokens,
+            "logprobs": True,
+            "top_logprobs": 10,
+            "messages": [
+                {"role": "system", "content": self.ctx.guideline},
+                {"role": "user", "content": f"Query: {query}\nDocument: {document}"},
+            ],
             "chat_template_kwargs": {"enable_thinking": False},
         }
         headers = {"authorization": f"Bearer {self.api_key}"} if self.api_key else {}
         choice = self.post(self.url, payload, headers)["choices"][0]
         text = choice["message"]["content"] or ""
-        return TeacherOutput(text.strip("\n"), choice.get("finish_reason") == "stop",
-                             endpoint_label_probs(choice.get("logprobs"), self.ctx.labels.tokens))
+        return TeacherOutput(
+            text.strip("\n"),
+            choice.get("finish_reason") == "stop",
+            endpoint_label_probs(choice.get("logprobs"), self.ctx.labels.tokens),
+        )
 
 
 def endpoint_label_probs(logprobs: dict | None, label_tokens: Sequence[str]) -> tuple[float, ...] | None:
@@ -157,10 +199,14 @@ class KDSequence(SFTSequence):
     label_probs: tuple[float, ...] | None = None  # the teacher's label distribution, when known
 
 
-def student_sequences(pairs: Sequence[tuple[str, str]], outputs: Sequence[TeacherOutput], ctx: TrainingContext,
-                      keep_unfinished: bool = False) -> tuple[list[KDSequence], dict[str, int]]:
+def student_sequences(
+    pairs: Sequence[tuple[str, str]],
+    outputs: Sequence[TeacherOutput],
+    ctx: TrainingContext,
+    keep_unfinished: bool = False,
+) -> tuple[list[KDSequence], dict[str, int]]:
     """Teacher outputs as student training sequences; the second value counts what was dropped and why."""
-    token_of = dict(zip(ctx.labels.values, ctx.labels.tokens))
+    token_of = dict(zip(ctx.labels.values, ctx.labels.tokens, strict=True))
     kept: list[KDSequence] = []
     dropped = {"no grade first": 0, "unfinished": 0}
     for (query, document), out in zip(pairs, outputs, strict=True):
@@ -207,8 +253,13 @@ class DistillResult:
 
 
 def run_distillation(
-    teacher: Teacher, student: torch.nn.Module, pairs: Sequence[tuple[str, str]], ctx: TrainingContext,
-    config: DistillConfig, vocab: torch.Tensor | None, progress: Callable[[str], None] | None = None,
+    teacher: Teacher,
+    student: torch.nn.Module,
+    pairs: Sequence[tuple[str, str]],
+    ctx: TrainingContext,
+    config: DistillConfig,
+    vocab: torch.Tensor | None,
+    progress: Callable[[str], None] | None = None,
 ) -> DistillResult:
     """Label `pairs` with the teacher, then train `student` in place on its outputs."""
     t = time.perf_counter()
@@ -218,11 +269,21 @@ def run_distillation(
     if not sequences:
         raise RuntimeError(f"the teacher gave no usable output for {len(pairs)} prompts: {dropped}")
     if progress:
-        progress(f"distill: teacher ({teacher.name}) labelled {len(pairs)} prompts in {teacher_seconds:.0f}s; "
-                 f"{len(sequences)} kept, dropped {dropped}")
+        progress(
+            f"distill: teacher ({teacher.name}) labelled {len(pairs)} prompts in {teacher_seconds:.0f}s; "
+            f"{len(sequences)} kept, dropped {dropped}"
+        )
     if vocab is not None:
         vocab = torch.unique(torch.cat([vocab, ctx.vocab(sequences)]))
     tagged = (lambda m: progress(f"[student] {m}")) if progress else None
-    result = train_sft(student, sequences, ctx.labels, config.sft, ctx.pad_id, progress=tagged,
-                       loss_fn=distill_loss(config, ctx.labels.token_ids), vocab=vocab)
+    result = train_sft(
+        student,
+        sequences,
+        ctx.labels,
+        config.sft,
+        ctx.pad_id,
+        progress=tagged,
+        loss_fn=distill_loss(config, ctx.labels.token_ids),
+        vocab=vocab,
+    )
     return DistillResult(result.losses, len(sequences), dropped, teacher_seconds, result.seconds)

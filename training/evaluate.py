@@ -44,7 +44,7 @@ def predict_examples(examples: Sequence, predict: Predict) -> list[GradeResult]:
         by_query[ex.query].append(i)
     out: list[GradeResult | None] = [None] * len(examples)
     for query, idx in by_query.items():
-        for i, result in zip(idx, predict(query, [examples[i].document for i in idx])):
+        for i, result in zip(idx, predict(query, [examples[i].document for i in idx]), strict=True):
             out[i] = result
     return out  # type: ignore[return-value]
 
@@ -61,12 +61,13 @@ def grade_report(
         "macro_f1": macro_f1(gold, pred, values),
         "quadratic_weighted_kappa": quadratic_weighted_kappa(gold, pred, values),
         "expected_grade_mae": mean_absolute_error(gold, [r.expected for r in results]),
-        "expected_calibration_error": expected_calibration_error([max(r.probs) for r in results],
-                                                                 [g == p for g, p in zip(gold, pred)]),
+        "expected_calibration_error": expected_calibration_error(
+            [max(r.probs) for r in results], [g == p for g, p in zip(gold, pred, strict=True)]
+        ),
         "mean_label_entropy": mean_label_entropy([r.probs for r in results]),
         "predicted_grade_entropy": predicted_grade_entropy(pred),
         "confusion": {"rows_gold_cols_predicted": list(values), "counts": confusion(gold, pred, values)},
-        "reliability": reliability([max(r.probs) for r in results], [g == p for g, p in zip(gold, pred)]),
+        "reliability": reliability([max(r.probs) for r in results], [g == p for g, p in zip(gold, pred, strict=True)]),
     }
     if all(hasattr(ex, "query_id") for ex in examples):
         report["ndcg@10"] = mean_ndcg_at_k([ex.query_id for ex in examples], gold, [r.score for r in results], 10)
@@ -92,20 +93,23 @@ def explanation_report(examples: Sequence, completions: Sequence[str]) -> dict:
     n = len(completions)
     parsed = [parse_explanation(c.split("\n", 1)[1] if "\n" in c else "") for c in completions]
     firsts = [first_grade(c) for c in completions]
-    valid = [p is not None and p.valid and f is not None for p, f in zip(parsed, firsts)]
-    agree = [p is not None and p.grade is not None and p.grade == f for p, f in zip(parsed, firsts)]
+    valid = [p is not None and p.valid and f is not None for p, f in zip(parsed, firsts, strict=True)]
+    agree = [p is not None and p.grade is not None and p.grade == f for p, f in zip(parsed, firsts, strict=True)]
     gold_cited = [set(ex.decisive_rule_ids) for ex in examples]
     cited = [set(p.cited_rule_ids) if p else set() for p in parsed]
-    recall = [len(c & g) / len(g) for c, g in zip(cited, gold_cited) if g]
-    rewards = rules_reward(list(completions), reference=[ex.explanation for ex in examples],
-                           rule_ids=[ex.rule_ids for ex in examples])
+    recall = [len(c & g) / len(g) for c, g in zip(cited, gold_cited, strict=True) if g]
+    rewards = rules_reward(
+        list(completions), reference=[ex.explanation for ex in examples], rule_ids=[ex.rule_ids for ex in examples]
+    )
     return {
         "explained_examples": n,
         "format_validity": sum(valid) / n,
         "first_token_conclusion_agreement": sum(agree) / n,
-        "first_token_accuracy": sum(f == ex.grade for f, ex in zip(firsts, examples)) / n,
+        "first_token_accuracy": sum(f == ex.grade for f, ex in zip(firsts, examples, strict=True)) / n,
         "decisive_rule_recall": sum(recall) / len(recall) if recall else float("nan"),
         "rules_reward": sum(rewards) / n,
-        "samples": [{"query": ex.query, "document": ex.document[:120], "gold": ex.grade, "completion": c}
-                    for ex, c in list(zip(examples, completions))[:5]],
+        "samples": [
+            {"query": ex.query, "document": ex.document[:120], "gold": ex.grade, "completion": c}
+            for ex, c in list(zip(examples, completions, strict=True))[:5]
+        ],
     }

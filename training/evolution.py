@@ -53,6 +53,7 @@ Pair = tuple[Query, Product]
 
 # operators ------------------------------------------------------------------
 
+
 def _types(rng: random.Random, ok: Callable[[ProductType], bool]) -> str | None:
     keys = [k for k, t in PRODUCT_TYPES.items() if ok(t)]
     return rng.choice(keys) if keys else None
@@ -101,7 +102,7 @@ def _field_pair(rng: random.Random, rule_id: str, violate: float) -> Pair | None
 
 
 def added_constraint(rng: random.Random, rule_id: str) -> Pair | None:
-    """The query gains a constraint (pack, condition, target group, budget, size, material); the document breaks or keeps it."""
+    """The query gains a constraint (pack, condition, target, budget, size, material) the document breaks or keeps."""
     return _field_pair(rng, rule_id, violate=0.6) if rule_id in ("R8", "R10", "R21", "R22", "R23", "R24") else None
 
 
@@ -137,7 +138,7 @@ def negation(rng: random.Random, rule_id: str) -> Pair | None:
 
 
 def accessory_for_product(rng: random.Random, rule_id: str) -> Pair | None:
-    """The document is an accessory of the queried product (R14, R4), of another device (R12), or fits another model (R11)."""
+    """The document is an accessory of the queried product (R14, R4), of another device (R12), or fits another (R11)."""
     if rule_id in ("R14", "R4", "R12"):
         hosts = {h for t in PRODUCT_TYPES.values() for h in t.hosts}
         seed = _seed(rng, lambda t: t.key in hosts, {"p_model": 0.7, "p_model_only": 0.0, "p_brand": 1.0})
@@ -199,16 +200,21 @@ def resample(rng: random.Random, rule_id: str) -> Pair | None:
     """A fresh query and one candidate from the world's own mix (the fallback for head rules)."""
     seed = _seed(rng, lambda t: True, {})
     query, target = seed
-    roles, weights = zip(*ROLES)
+    roles, weights = zip(*ROLES, strict=True)
     doc = rng.choices(roles, weights)[0](rng, query, target)
     return (query, doc) if doc is not None else None
 
 
 Operator = Callable[[random.Random, str], "Pair | None"]
 OPERATORS: dict[str, Operator] = {
-    "added_constraint": added_constraint, "negation": negation, "accessory_for_product": accessory_for_product,
-    "attribute_swap": attribute_swap, "unit_or_pack_change": unit_or_pack_change, "misspelling": misspelling,
-    "brand_trap": brand_trap, "resample": resample,
+    "added_constraint": added_constraint,
+    "negation": negation,
+    "accessory_for_product": accessory_for_product,
+    "attribute_swap": attribute_swap,
+    "unit_or_pack_change": unit_or_pack_change,
+    "misspelling": misspelling,
+    "brand_trap": brand_trap,
+    "resample": resample,
 }
 OPERATOR_RULES: dict[str, tuple[str, ...]] = {
     "added_constraint": ("R8", "R10", "R21", "R22", "R23", "R24"),
@@ -230,6 +236,7 @@ def operators_for(rule_id: str, allowed: Sequence[str]) -> list[str]:
 
 # mutators -------------------------------------------------------------------
 
+
 class Mutator(Protocol):
     name: str
 
@@ -249,16 +256,39 @@ Post = Callable[[str, dict, dict], dict]
 
 
 def _http_post(url: str, payload: dict, headers: dict) -> dict:
-    req = urllib.request.Request(url, data=json.dumps(payload).encode(), method="POST",
-                                 headers={"content-type": "application/json", **headers})
+    req = urllib.request.Request(
+        url, data=json.dumps(payload).encode(), method="POST", headers={"content-type": "application/json", **headers}
+    )
     with urllib.request.urlopen(req, timeout=60) as resp:  # noqa: S310 (the user configures the endpoint)
         return json.loads(resp.read())
 
 
-_QUERY_EDITABLE = ("brand", "brand_typed", "model", "colour", "material", "size", "pack", "target", "condition",
-                   "price_max", "excluded_feature")
-_DOC_EDITABLE = ("brand", "model", "colour", "material", "size", "pack", "target", "condition", "price",
-                 "has_feature", "brand_in_title")
+_QUERY_EDITABLE = (
+    "brand",
+    "brand_typed",
+    "model",
+    "colour",
+    "material",
+    "size",
+    "pack",
+    "target",
+    "condition",
+    "price_max",
+    "excluded_feature",
+)
+_DOC_EDITABLE = (
+    "brand",
+    "model",
+    "colour",
+    "material",
+    "size",
+    "pack",
+    "target",
+    "condition",
+    "price",
+    "has_feature",
+    "brand_in_title",
+)
 
 
 class LLMMutator:
@@ -283,8 +313,11 @@ class LLMMutator:
             return None
         query, product = seed
         try:
-            reply = self.post(self.url, self._request(rule_id, operator, query, product),
-                              {"authorization": f"Bearer {self.api_key}"} if self.api_key else {})
+            reply = self.post(
+                self.url,
+                self._request(rule_id, operator, query, product),
+                {"authorization": f"Bearer {self.api_key}"} if self.api_key else {},
+            )
             edit = _json_object(reply["choices"][0]["message"]["content"])
         except Exception as e:  # a flaky endpoint costs a variant, never the run
             self.failures[type(e).__name__] += 1
@@ -293,9 +326,16 @@ class LLMMutator:
 
     def _request(self, rule_id: str, operator: str, query: Query, product: Product) -> dict:
         rule, t = RULES[rule_id], product.ptype
-        allowed = {"colour": t.colours, "material": t.materials, "size": t.sizes, "pack": t.packs,
-                   "target": t.targets, "condition": ("new", "refurbished") if t.has_condition else (),
-                   "brand": real_brands(t.key), "excluded_feature": (t.feature,) if t.feature else ()}
+        allowed = {
+            "colour": t.colours,
+            "material": t.materials,
+            "size": t.sizes,
+            "pack": t.packs,
+            "target": t.targets,
+            "condition": ("new", "refurbished") if t.has_condition else (),
+            "brand": real_brands(t.key),
+            "excluded_feature": (t.feature,) if t.feature else (),
+        }
         prompt = (
             f"Make a harder search-relevance test case for rule {rule.id} ({rule.name}: {rule.rationale}) "
             f"with the operator '{operator}'. Edit the query intent and/or the product so that this rule decides "
@@ -334,9 +374,15 @@ def apply_edit(rng: random.Random, query: Query, product: Product, edit: dict) -
     if set(q_edit) - set(_QUERY_EDITABLE) or set(d_edit) - set(_DOC_EDITABLE):
         return None
     t = product.ptype
-    allowed = {"colour": t.colours, "material": t.materials, "size": t.sizes, "pack": t.packs, "target": t.targets,
-               "condition": ("new", "refurbished") if t.has_condition else (),
-               "excluded_feature": (t.feature,) if t.feature else ()}
+    allowed = {
+        "colour": t.colours,
+        "material": t.materials,
+        "size": t.sizes,
+        "pack": t.packs,
+        "target": t.targets,
+        "condition": ("new", "refurbished") if t.has_condition else (),
+        "excluded_feature": (t.feature,) if t.feature else (),
+    }
     for name, value in (*q_edit.items(), *d_edit.items()):
         if name in allowed and value is not None and value not in allowed[name]:
             return None
@@ -363,6 +409,7 @@ def apply_edit(rng: random.Random, query: Query, product: Product, edit: dict) -
 
 
 # the loop -------------------------------------------------------------------
+
 
 @dataclass
 class EvolutionConfig:
@@ -405,8 +452,10 @@ def rule_errors(examples: Sequence[Example], predicted: Sequence[int]) -> dict[s
 
 def pick_targets(errors: dict[str, tuple[float, int]], k: int, min_support: int) -> list[str]:
     """The k rules with the highest error among those with enough support (ties: rarer first, then id)."""
-    ranked = sorted(((e, n, r) for r, (e, n) in errors.items() if n >= min_support and e > 0),
-                    key=lambda x: (-x[0], x[1], int(x[2][1:])))
+    ranked = sorted(
+        ((e, n, r) for r, (e, n) in errors.items() if n >= min_support and e > 0),
+        key=lambda x: (-x[0], x[1], int(x[2][1:])),
+    )
     return [r for _, _, r in ranked[:k]]
 
 
@@ -435,8 +484,14 @@ class VariantFilter:
 
 
 def generate_variants(
-    rng: random.Random, rule_id: str, n: int, mutator: Mutator, operators: Sequence[str], vfilter: VariantFilter,
-    max_attempts: int, tag: str,
+    rng: random.Random,
+    rule_id: str,
+    n: int,
+    mutator: Mutator,
+    operators: Sequence[str],
+    vfilter: VariantFilter,
+    max_attempts: int,
+    tag: str,
 ) -> tuple[list[Example], Counter, Counter]:
     """Up to `n` accepted variants aimed at `rule_id`; (variants, accepted per operator, rejections per reason)."""
     ops = operators_for(rule_id, operators)
@@ -501,39 +556,55 @@ def run_evolution(
         per_op: Counter = Counter()
         rejected: Counter = Counter()
         for rule_id in targets:
-            variants, ops, rej = generate_variants(rng, rule_id, config.variants_per_rule, mutator, config.operators,
-                                                   vfilter, config.max_attempts, f"evo{r + 1}")
+            variants, ops, rej = generate_variants(
+                rng,
+                rule_id,
+                config.variants_per_rule,
+                mutator,
+                config.operators,
+                vfilter,
+                config.max_attempts,
+                f"evo{r + 1}",
+            )
             fresh[rule_id] = variants
             per_op.update(ops)
             rejected.update(rej)
         round_holdout = {rule: v[: round(len(v) * config.holdout_share)] for rule, v in fresh.items()}
-        round_train = [ex for rule, v in fresh.items() for ex in v[len(round_holdout[rule]):]]
+        round_train = [ex for rule, v in fresh.items() for ex in v[len(round_holdout[rule]) :]]
         held_before = {rule: _error(v, score(v)) for rule, v in round_holdout.items() if v}
         train += round_train
         holdout += [ex for v in round_holdout.values() for ex in v]
         if progress:
-            progress(f"evolution round {r + 1}: targets " + ", ".join(
-                f"{rule} (error {errors[rule][0]:.2f}, n={errors[rule][1]})" for rule in targets)
-                + f"; {len(round_train)} variants to train on")
+            progress(
+                f"evolution round {r + 1}: targets "
+                + ", ".join(f"{rule} (error {errors[rule][0]:.2f}, n={errors[rule][1]})" for rule in targets)
+                + f"; {len(round_train)} variants to train on"
+            )
         train_round(list(train))
         after = rule_errors(probe, score(probe))
-        rounds.append({
-            "round": r + 1,
-            "mutator": mutator.name,
-            "targets": {rule: {
-                "support": errors[rule][1],
-                "probe_error_before": errors[rule][0],
-                "probe_error_after": after.get(rule, (None, 0))[0],
-                "variants": len(fresh[rule]),
-                "variant_error_before": held_before.get(rule),
-                "variant_error_after": _error(round_holdout[rule], score(round_holdout[rule]))
-                if round_holdout[rule] else None,
-            } for rule in targets},
-            "accepted_per_operator": dict(per_op),
-            "rejected": dict(rejected),
-        })
+        rounds.append(
+            {
+                "round": r + 1,
+                "mutator": mutator.name,
+                "targets": {
+                    rule: {
+                        "support": errors[rule][1],
+                        "probe_error_before": errors[rule][0],
+                        "probe_error_after": after.get(rule, (None, 0))[0],
+                        "variants": len(fresh[rule]),
+                        "variant_error_before": held_before.get(rule),
+                        "variant_error_after": _error(round_holdout[rule], score(round_holdout[rule]))
+                        if round_holdout[rule]
+                        else None,
+                    }
+                    for rule in targets
+                },
+                "accepted_per_operator": dict(per_op),
+                "rejected": dict(rejected),
+            }
+        )
     return EvolutionResult(train, holdout, rounds)
 
 
 def _error(examples: Sequence[Example], predicted: Sequence[int]) -> float:
-    return sum(p != e.grade for e, p in zip(examples, predicted)) / len(examples)
+    return sum(p != e.grade for e, p in zip(examples, predicted, strict=True)) / len(examples)

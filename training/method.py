@@ -49,8 +49,12 @@ from training.world import build_world, save_jsonl
 log = logging.getLogger(__name__)
 
 ARMS = ("sft", "grpo", "mbo")
-ARM_TITLES = {"base": "before (curriculum SFT)", "sft": "SFT alone", "grpo": "Stepwise-GRPO alone (lambda=0)",
-              "mbo": "mode-balanced (GRPO + lambda SFT)"}
+ARM_TITLES = {
+    "base": "before (curriculum SFT)",
+    "sft": "SFT alone",
+    "grpo": "Stepwise-GRPO alone (lambda=0)",
+    "mbo": "mode-balanced (GRPO + lambda SFT)",
+}
 
 
 @dataclass
@@ -69,8 +73,10 @@ class MethodConfig:
         if not any("evolved" in s.mix for s in self.curriculum.stages) and self.evolution.rounds:
             raise ValueError("evolution rounds need a curriculum stage whose mix draws from 'evolved'")
         if self.rl.lam == 0 and (self.rl.lam_final or 0) == 0:
-            raise ValueError("the method's RL stage is the mode-balanced one: set rl.lam > 0 "
-                             "(the lambda = 0 arm runs when compare is on)")
+            raise ValueError(
+                "the method's RL stage is the mode-balanced one: set rl.lam > 0 "
+                "(the lambda = 0 arm runs when compare is on)"
+            )
 
 
 def run_method(config, out_dir: Path, progress: Progress | None = None) -> dict:
@@ -95,8 +101,8 @@ def run_method(config, out_dir: Path, progress: Progress | None = None) -> dict:
     train_seqs = ctx.encode(world.train)
     pools = {
         "all": train_seqs,
-        "head": [s for s, e in zip(train_seqs, world.train) if not e.long_tail],
-        "long_tail": [s for s, e in zip(train_seqs, world.train) if e.long_tail],
+        "head": [s for s, e in zip(train_seqs, world.train, strict=True) if not e.long_tail],
+        "long_tail": [s for s, e in zip(train_seqs, world.train, strict=True) if e.long_tail],
         "evolved": [],
     }
     vocab = ctx.vocab(train_seqs)
@@ -104,21 +110,30 @@ def run_method(config, out_dir: Path, progress: Progress | None = None) -> dict:
     train_grades = [e.grade for e in world.train]
     heldout_queries = frozenset(e.query for e in world.dev + world.test)
     timed("data", t)
-    say(progress, log, f"data: {len(world.train)} train ({len(pools['long_tail'])} long-tail) / {len(world.dev)} dev / "
-                       f"{len(world.test)} test examples")
+    say(
+        progress,
+        log,
+        f"data: {len(world.train)} train ({len(pools['long_tail'])} long-tail) / {len(world.dev)} dev / "
+        f"{len(world.test)} test examples",
+    )
 
     # 2. curriculum: the stages before the evolved one -----------------------------------------
     t = time.perf_counter()
     teacher = build_tiny_qwen3(method.teacher, seed=method.curriculum.sft.seed)
-    say(progress, log, f"teacher: {body_parameters(teacher) / 1e6:.2f}M body parameters; curriculum "
-                       + " -> ".join(f"{s.name} ({s.steps} steps)" for s in method.curriculum.stages))
+    say(
+        progress,
+        log,
+        f"teacher: {body_parameters(teacher) / 1e6:.2f}M body parameters; curriculum "
+        + " -> ".join(f"{s.name} ({s.steps} steps)" for s in method.curriculum.stages),
+    )
     sft_losses: list[float] = []
     stage_ends: list[tuple[str, int]] = []
     stages = method.curriculum.stages
     evolved_at = next((i for i, s in enumerate(stages) if "evolved" in s.mix), len(stages))
     for i, stage in enumerate(stages[:evolved_at]):
-        sft_losses += run_stage(teacher, stage, pools, method.curriculum, ctx.labels, ctx.pad_id, vocab, progress,
-                                seed=i).losses
+        sft_losses += run_stage(
+            teacher, stage, pools, method.curriculum, ctx.labels, ctx.pad_id, vocab, progress, seed=i
+        ).losses
         stage_ends.append((stage.name, len(sft_losses)))
     timed("curriculum", t)
 
@@ -137,29 +152,49 @@ def run_method(config, out_dir: Path, progress: Progress | None = None) -> dict:
             evolved_examples[:] = examples
             pools["evolved"] = ctx.encode(examples)
             vocab = torch.unique(torch.cat([vocab, ctx.vocab(pools["evolved"])]))
-            sft_losses.extend(run_stage(teacher, round_stage, pools, method.curriculum, ctx.labels, ctx.pad_id,
-                                        vocab, progress, seed=100 + len(stage_ends)).losses)
+            sft_losses.extend(
+                run_stage(
+                    teacher,
+                    round_stage,
+                    pools,
+                    method.curriculum,
+                    ctx.labels,
+                    ctx.pad_id,
+                    vocab,
+                    progress,
+                    seed=100 + len(stage_ends),
+                ).losses
+            )
             stage_ends.append((f"{stage.name} r{len(stage_ends) - evolved_at + 1}", len(sft_losses)))
 
         if method.evolution.rounds:
-            evolution = run_evolution(method.evolution, probe, heldout_queries,
-                                      lambda exs: predict_grades(teacher, ctx, exs), train_round,
-                                      lambda text: len(ctx.encoder._encode(text)) + 3, progress)
+            evolution = run_evolution(
+                method.evolution,
+                probe,
+                heldout_queries,
+                lambda exs: predict_grades(teacher, ctx, exs),
+                train_round,
+                lambda text: len(ctx.encoder._encode(text)) + 3,
+                progress,
+            )
         else:  # no evolution: the stage trains on its other pools
             train_round([])
-        for stage in stages[evolved_at + 1:]:
-            sft_losses += run_stage(teacher, stage, pools, method.curriculum, ctx.labels, ctx.pad_id, vocab,
-                                    progress, seed=len(stage_ends)).losses
+        for stage in stages[evolved_at + 1 :]:
+            sft_losses += run_stage(
+                teacher, stage, pools, method.curriculum, ctx.labels, ctx.pad_id, vocab, progress, seed=len(stage_ends)
+            ).losses
             stage_ends.append((stage.name, len(sft_losses)))
     timed("evolution", t)
 
     # 4. the comparison: three arms from one checkpoint at one budget ---------------------------
     t = time.perf_counter()
     base_state = copy.deepcopy(teacher.state_dict())
-    save_checkpoint(teacher, out_dir / "base", ctx, {"method": method})  # rerun an arm: `afrl train rl --model OUT/base`
+    save_checkpoint(
+        teacher, out_dir / "base", ctx, {"method": method}
+    )  # rerun an arm: `afrl train rl --model OUT/base`
     evaluations = {"base": evaluate_model(teacher, ctx, test, train_grades, method.explain_examples, vocab)}
     # the expert batch supplies the rare mode: demonstrations a long-tail rule decided (train and evolved)
-    expert = pools["long_tail"] + [s for s, e in zip(pools["evolved"], evolved_examples) if e.long_tail]
+    expert = pools["long_tail"] + [s for s, e in zip(pools["evolved"], evolved_examples, strict=True) if e.long_tail]
     prompts = rl_examples(world.train, train_seqs)
     arms: dict[str, dict] = {}
     models: dict[str, torch.nn.Module] = {}
@@ -169,11 +204,20 @@ def run_method(config, out_dir: Path, progress: Progress | None = None) -> dict:
         a = time.perf_counter()
         if arm == "sft":
             sft_arm = StageConfig("sft_arm", {"all": 0.5, "long_tail": 0.25, "evolved": 0.25}, method.rl.steps)
-            same = replace(method.curriculum, sft=replace(method.curriculum.sft, learning_rate=method.rl.learning_rate,
-                                                          batch_size=method.rl.expert_batch_size
-                                                          + method.rl.prompts_per_step))
-            history = [{"step": i + 1, "loss": x} for i, x in enumerate(
-                run_stage(model, sft_arm, pools, same, ctx.labels, ctx.pad_id, vocab, progress, seed=7).losses)]
+            same = replace(
+                method.curriculum,
+                sft=replace(
+                    method.curriculum.sft,
+                    learning_rate=method.rl.learning_rate,
+                    batch_size=method.rl.expert_batch_size + method.rl.prompts_per_step,
+                ),
+            )
+            history = [
+                {"step": i + 1, "loss": x}
+                for i, x in enumerate(
+                    run_stage(model, sft_arm, pools, same, ctx.labels, ctx.pad_id, vocab, progress, seed=7).losses
+                )
+            ]
         else:
             rl = method.rl if arm == "mbo" else replace(method.rl, lam=0.0, lam_final=None)
             tagged = (lambda m, arm=arm: progress(f"[{arm}] {m}")) if progress else None
@@ -183,20 +227,30 @@ def run_method(config, out_dir: Path, progress: Progress | None = None) -> dict:
         arms[arm] = {"seconds": seconds, "steps": method.rl.steps, "history": history}
         models[arm] = model
         e = evaluations[arm]
-        say(progress, log, f"{ARM_TITLES[arm]}: head {e['head_accuracy']:.3f}, long-tail {e.get('long_tail_accuracy', 0):.3f}, "
-                           f"label entropy {e['mean_label_entropy']:.3f} ({seconds:.0f}s)")
+        say(
+            progress,
+            log,
+            f"{ARM_TITLES[arm]}: head {e['head_accuracy']:.3f}, long-tail {e.get('long_tail_accuracy', 0):.3f}, "
+            f"label entropy {e['mean_label_entropy']:.3f} ({seconds:.0f}s)",
+        )
     teacher = models["mbo"]
     timed("compare", t)
 
     # 5. distillation -----------------------------------------------------------------------
     t = time.perf_counter()
     dc = method.distill
-    chosen = world.train if dc.train_prompts is None or dc.train_prompts >= len(world.train) else \
-        random.Random(dc.sft.seed).sample(world.train, dc.train_prompts)  # many queries, not the first few
+    chosen = (
+        world.train
+        if dc.train_prompts is None or dc.train_prompts >= len(world.train)
+        else random.Random(dc.sft.seed).sample(world.train, dc.train_prompts)
+    )  # many queries, not the first few
     pairs = [(e.query, e.document) for e in chosen]
     if dc.extra_prompts:
-        extra = build_world(seed=config.world_seed + 1000, n_queries=max(3, dc.extra_prompts // config.docs_per_query + 3),
-                            docs_per_query=config.docs_per_query)
+        extra = build_world(
+            seed=config.world_seed + 1000,
+            n_queries=max(3, dc.extra_prompts // config.docs_per_query + 3),
+            docs_per_query=config.docs_per_query,
+        )
         fresh = [e for e in extra.train + extra.dev + extra.test if e.query not in heldout_queries]
         pairs += [(e.query, e.document) for e in fresh[: dc.extra_prompts]]
     if dc.teacher_base_url:
@@ -204,8 +258,12 @@ def run_method(config, out_dir: Path, progress: Progress | None = None) -> dict:
     else:
         source = CheckpointTeacher(teacher, ctx, vocab, dc.max_new_tokens, name="mode-balanced teacher")
     student = build_tiny_qwen3(dc.student, seed=dc.sft.seed)
-    say(progress, log, f"distill: student {body_parameters(student) / 1e6:.2f}M body parameters vs teacher "
-                       f"{body_parameters(teacher) / 1e6:.2f}M; {len(pairs)} prompts")
+    say(
+        progress,
+        log,
+        f"distill: student {body_parameters(student) / 1e6:.2f}M body parameters vs teacher "
+        f"{body_parameters(teacher) / 1e6:.2f}M; {len(pairs)} prompts",
+    )
     distilled = run_distillation(source, student, pairs, ctx, dc, vocab, progress)
     timed("distill", t)
 
@@ -213,8 +271,10 @@ def run_method(config, out_dir: Path, progress: Progress | None = None) -> dict:
     t = time.perf_counter()
     evaluations["student"] = evaluate_model(student, ctx, test, train_grades, method.explain_examples, vocab)
     evaluations["teacher"] = evaluations["mbo"]
-    latency = {"teacher": _latency(teacher, ctx, test, method.latency_queries),
-               "student": _latency(student, ctx, test, method.latency_queries)}
+    latency = {
+        "teacher": _latency(teacher, ctx, test, method.latency_queries),
+        "student": _latency(student, ctx, test, method.latency_queries),
+    }
     timed("eval", t)
 
     t = time.perf_counter()
@@ -222,8 +282,9 @@ def run_method(config, out_dir: Path, progress: Progress | None = None) -> dict:
     checkpoint = save_checkpoint(student, out_dir / config.name, ctx, {"method": method, "distill": dc})
     say(progress, log, f"export: {config.export_dtype} student artifact")
     dev_pairs = [(e.query, e.document) for e in world.dev[:64]]
-    manifest = export_artifact(checkpoint, out_dir / "artifact", dtype=config.export_dtype,
-                               validation_pairs=dev_pairs, progress=progress)
+    manifest = export_artifact(
+        checkpoint, out_dir / "artifact", dtype=config.export_dtype, validation_pairs=dev_pairs, progress=progress
+    )
     timed("export", t)
     timings["total_s"] = time.perf_counter() - started
 
@@ -231,8 +292,11 @@ def run_method(config, out_dir: Path, progress: Progress | None = None) -> dict:
     report = {
         "config": asdict(config),
         "body_parameters": body_parameters(student),
-        "sft": {"first_loss": sft_losses[0], "last_loss": sum(sft_losses[-10:]) / len(sft_losses[-10:]),
-                "stages": [{"name": n, "end_step": s} for n, s in stage_ends]},
+        "sft": {
+            "first_loss": sft_losses[0],
+            "last_loss": sum(sft_losses[-10:]) / len(sft_losses[-10:]),
+            "stages": [{"name": n, "end_step": s} for n, s in stage_ends],
+        },
         "test": evaluations["student"],
         "comparison": {arm: _summary(evaluations[arm], arms.get(arm)) for arm in ("base", *arms)},
         "evaluations": {k: v for k, v in evaluations.items() if k != "teacher"},
@@ -240,11 +304,15 @@ def run_method(config, out_dir: Path, progress: Progress | None = None) -> dict:
         "evolved_examples": len(pools["evolved"]),
         "rl_history": {arm: a["history"] for arm, a in arms.items()},
         "distillation": {
-            "teacher": _summary(evaluations["teacher"]), "student": _summary(evaluations["student"]),
+            "teacher": _summary(evaluations["teacher"]),
+            "student": _summary(evaluations["student"]),
             "accuracy_gap_points": 100 * (evaluations["teacher"]["accuracy"] - evaluations["student"]["accuracy"]),
-            "sizes": sizes, "latency_ms_per_query_of_10_docs": latency,
-            "sequences": distilled.sequences, "dropped": distilled.dropped,
-            "teacher_seconds": distilled.teacher_seconds, "student_seconds": distilled.student_seconds,
+            "sizes": sizes,
+            "latency_ms_per_query_of_10_docs": latency,
+            "sequences": distilled.sequences,
+            "dropped": distilled.dropped,
+            "teacher_seconds": distilled.teacher_seconds,
+            "student_seconds": distilled.student_seconds,
             "teacher_source": source.name,
         },
         "export_parity": manifest.parity,
@@ -260,12 +328,28 @@ def run_method(config, out_dir: Path, progress: Progress | None = None) -> dict:
 
 
 def _summary(e: dict, arm: dict | None = None) -> dict:
-    out = {k: e.get(k) for k in ("accuracy", "head_accuracy", "long_tail_accuracy", "macro_f1",
-                                 "quadratic_weighted_kappa", "ndcg@10", "expected_calibration_error",
-                                 "mean_label_entropy", "long_tail_label_entropy", "predicted_grade_entropy")}
+    out = {
+        k: e.get(k)
+        for k in (
+            "accuracy",
+            "head_accuracy",
+            "long_tail_accuracy",
+            "macro_f1",
+            "quadratic_weighted_kappa",
+            "ndcg@10",
+            "expected_calibration_error",
+            "mean_label_entropy",
+            "long_tail_label_entropy",
+            "predicted_grade_entropy",
+        )
+    }
     if "explanations" in e:
-        out.update({k: e["explanations"][k] for k in ("format_validity", "first_token_conclusion_agreement",
-                                                       "decisive_rule_recall")})
+        out.update(
+            {
+                k: e["explanations"][k]
+                for k in ("format_validity", "first_token_conclusion_agreement", "decisive_rule_recall")
+            }
+        )
     if arm is not None:
         out.update({"seconds": arm["seconds"], "steps": arm["steps"]})
     return out

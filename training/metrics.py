@@ -16,7 +16,7 @@ def accuracy(gold: Sequence[int], predicted: Sequence[int]) -> float:
         raise ValueError(f"{len(gold)} gold grades vs {len(predicted)} predictions")
     if not gold:
         raise ValueError("accuracy of an empty set is undefined")
-    return sum(g == p for g, p in zip(gold, predicted)) / len(gold)
+    return sum(g == p for g, p in zip(gold, predicted, strict=True)) / len(gold)
 
 
 def majority_grade(train_grades: Sequence[int]) -> int:
@@ -34,9 +34,9 @@ def majority_baseline_accuracy(train_grades: Sequence[int], test_grades: Sequenc
 def macro_f1(gold: Sequence[int], predicted: Sequence[int], values: Sequence[int]) -> float:
     f1s = []
     for v in values:
-        tp = sum(g == v and p == v for g, p in zip(gold, predicted))
-        fp = sum(g != v and p == v for g, p in zip(gold, predicted))
-        fn = sum(g == v and p != v for g, p in zip(gold, predicted))
+        tp = sum(g == v and p == v for g, p in zip(gold, predicted, strict=True))
+        fp = sum(g != v and p == v for g, p in zip(gold, predicted, strict=True))
+        fn = sum(g == v and p != v for g, p in zip(gold, predicted, strict=True))
         denom = 2 * tp + fp + fn
         f1s.append(2 * tp / denom if denom else 0.0)
     return sum(f1s) / len(f1s)
@@ -46,13 +46,13 @@ def confusion(gold: Sequence[int], predicted: Sequence[int], values: Sequence[in
     """rows = gold grade, columns = predicted grade, in `values` order."""
     index = {v: i for i, v in enumerate(values)}
     table = [[0] * len(values) for _ in values]
-    for g, p in zip(gold, predicted):
+    for g, p in zip(gold, predicted, strict=True):
         table[index[g]][index[p]] += 1
     return table
 
 
 def mean_absolute_error(gold: Sequence[float], predicted: Sequence[float]) -> float:
-    return sum(abs(g - p) for g, p in zip(gold, predicted)) / len(gold)
+    return sum(abs(g - p) for g, p in zip(gold, predicted, strict=True)) / len(gold)
 
 
 def quadratic_weighted_kappa(gold: Sequence[int], predicted: Sequence[int], values: Sequence[int]) -> float:
@@ -73,7 +73,7 @@ def quadratic_weighted_kappa(gold: Sequence[int], predicted: Sequence[int], valu
 
 def ndcg_at_k(gold_grades: Sequence[int], scores: Sequence[float], k: int = 10) -> float | None:
     """NDCG@k of one query's documents ranked by `scores` (gain 2^grade - 1); None when no gain is possible."""
-    ranked = [g for _, g in sorted(zip(scores, gold_grades), key=lambda x: -x[0])][:k]
+    ranked = [g for _, g in sorted(zip(scores, gold_grades, strict=True), key=lambda x: -x[0])][:k]
     ideal = sorted(gold_grades, reverse=True)[:k]
 
     def dcg(grades: Sequence[int]) -> float:
@@ -114,8 +114,14 @@ def reliability(confidences: Sequence[float], correct: Sequence[bool], bins: int
         lo, hi = b / bins, (b + 1) / bins
         idx = [i for i, c in enumerate(confidences) if (lo < c <= hi) or (b == 0 and c == 0)]
         if idx:
-            out.append({"bin": [lo, hi], "confidence": sum(confidences[i] for i in idx) / len(idx),
-                        "accuracy": sum(correct[i] for i in idx) / len(idx), "count": len(idx)})
+            out.append(
+                {
+                    "bin": [lo, hi],
+                    "confidence": sum(confidences[i] for i in idx) / len(idx),
+                    "accuracy": sum(correct[i] for i in idx) / len(idx),
+                    "count": len(idx),
+                }
+            )
     return out
 
 

@@ -21,12 +21,23 @@ from training.rollout import generate
 
 
 @torch.no_grad()
-def label_probs(model: torch.nn.Module, ctx: TrainingContext, examples: Sequence, batch_size: int = 128) -> torch.Tensor:
+def label_probs(
+    model: torch.nn.Module, ctx: TrainingContext, examples: Sequence, batch_size: int = 128
+) -> torch.Tensor:
     """(N, K) label distribution of each example's first generated position."""
     labels = torch.tensor(sorted(ctx.labels.token_ids))
     prompts = [ctx.prompt_ids(ex.query, ex.document) for ex in examples]
-    out = generate(model, prompts, prefix_len=ctx.prefix_len, eos_id=ctx.eos_id, max_new_tokens=1, vocab=labels,
-                   greedy=True, label_ids=ctx.labels.token_ids, batch_size=batch_size)
+    out = generate(
+        model,
+        prompts,
+        prefix_len=ctx.prefix_len,
+        eos_id=ctx.eos_id,
+        max_new_tokens=1,
+        vocab=labels,
+        greedy=True,
+        label_ids=ctx.labels.token_ids,
+        batch_size=batch_size,
+    )
     return out.label_probs
 
 
@@ -39,17 +50,35 @@ def predict_grades(model: torch.nn.Module, ctx: TrainingContext, examples: Seque
     return [r.grade for r in score(model, ctx, examples)]
 
 
-def generate_completions(model: torch.nn.Module, ctx: TrainingContext, examples: Sequence,
-                         vocab: torch.Tensor | None = None, max_new_tokens: int = 120, batch_size: int = 64) -> list[str]:
+def generate_completions(
+    model: torch.nn.Module,
+    ctx: TrainingContext,
+    examples: Sequence,
+    vocab: torch.Tensor | None = None,
+    max_new_tokens: int = 120,
+    batch_size: int = 64,
+) -> list[str]:
     """Greedy AFRL completions ("<grade>\\n[Query] ..."), without the end-of-turn token (vocab None: all tokens)."""
     prompts = [ctx.prompt_ids(ex.query, ex.document) for ex in examples]
-    out = generate(model, prompts, prefix_len=ctx.prefix_len, eos_id=ctx.eos_id, max_new_tokens=max_new_tokens,
-                   vocab=vocab, greedy=True, batch_size=batch_size)
+    out = generate(
+        model,
+        prompts,
+        prefix_len=ctx.prefix_len,
+        eos_id=ctx.eos_id,
+        max_new_tokens=max_new_tokens,
+        vocab=vocab,
+        greedy=True,
+        batch_size=batch_size,
+    )
     return [ctx.decode(ids) for ids in out.completion_ids]
 
 
 def evaluate_model(
-    model: torch.nn.Module, ctx: TrainingContext, examples: Sequence, train_grades: Sequence[int], explain: int = 0,
+    model: torch.nn.Module,
+    ctx: TrainingContext,
+    examples: Sequence,
+    train_grades: Sequence[int],
+    explain: int = 0,
     explain_vocab: torch.Tensor | None = None,
 ) -> dict:
     """`grade_report` on all examples, plus `explanation_report` on `explain` of them (a fixed, spread slice).

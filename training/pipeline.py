@@ -49,9 +49,12 @@ from training.world import build_world, guideline_text, save_jsonl
 
 log = logging.getLogger(__name__)
 
+
 @dataclass
 class PipelineConfig:
-    name: str = field(default="afrl-tiny-qwen3", metadata={"help": "model name (the checkpoint folder, shown by the server)"})
+    name: str = field(
+        default="afrl-tiny-qwen3", metadata={"help": "model name (the checkpoint folder, shown by the server)"}
+    )
     world_seed: int = field(default=0, metadata={"help": "seed of the generated world"})
     n_queries: int = field(default=2000, metadata={"help": "queries in the world (all splits)"})
     docs_per_query: int = field(default=10, metadata={"help": "candidate documents per query"})
@@ -73,19 +76,35 @@ PRESETS: dict[str, PipelineConfig] = {
     # steps 2-10x slower whenever other jobs ran (measured; see training/rollout.py).
     "ci": PipelineConfig(
         name="afrl-ci-tiny-qwen3",
-        n_queries=300, docs_per_query=6, eval_examples=200, threads=1,
+        n_queries=300,
+        docs_per_query=6,
+        eval_examples=200,
+        threads=1,
         method=MethodConfig(
             teacher=TinyQwen3Spec(hidden_size=64, intermediate_size=128, num_hidden_layers=2),
-            curriculum=CurriculumConfig(stages=default_stages(20, 10, 10),
-                                        sft=SFTConfig(steps=40, batch_size=8, warmup_steps=5, log_every=10)),
+            curriculum=CurriculumConfig(
+                stages=default_stages(20, 10, 10), sft=SFTConfig(steps=40, batch_size=8, warmup_steps=5, log_every=10)
+            ),
             evolution=EvolutionConfig(rounds=1, target_rules=2, variants_per_rule=20, min_support=3),
-            rl=RLConfig(steps=3, prompts_per_step=4, group_size=4, lam=0.5, expert_batch_size=4, max_new_tokens=60,
-                        log_every=1),
-            distill=DistillConfig(student=TinyQwen3Spec(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                                                        num_attention_heads=2, num_key_value_heads=1),
-                                  sft=SFTConfig(steps=20, batch_size=8, warmup_steps=3, log_every=10),
-                                  train_prompts=48, max_new_tokens=60, keep_unfinished=True),
-            probe_train_examples=200, explain_examples=8, latency_queries=3,
+            rl=RLConfig(
+                steps=3, prompts_per_step=4, group_size=4, lam=0.5, expert_batch_size=4, max_new_tokens=60, log_every=1
+            ),
+            distill=DistillConfig(
+                student=TinyQwen3Spec(
+                    hidden_size=32,
+                    intermediate_size=64,
+                    num_hidden_layers=2,
+                    num_attention_heads=2,
+                    num_key_value_heads=1,
+                ),
+                sft=SFTConfig(steps=20, batch_size=8, warmup_steps=3, log_every=10),
+                train_prompts=48,
+                max_new_tokens=60,
+                keep_unfinished=True,
+            ),
+            probe_train_examples=200,
+            explain_examples=8,
+            latency_queries=3,
         ),
     ),
     # The full method in miniature: curriculum, two evolution rounds, the SFT / GRPO / mode-balanced
@@ -93,19 +112,38 @@ PRESETS: dict[str, PipelineConfig] = {
     # RL learning rate 2e-4: at 5e-4 both RL arms collapsed onto grades 1 and 3 within 40 steps.
     "tiny": PipelineConfig(
         name="afrl-tiny-student-qwen3",
-        n_queries=1500, docs_per_query=8, threads=1,
+        n_queries=1500,
+        docs_per_query=8,
+        threads=1,
         method=MethodConfig(
             teacher=TinyQwen3Spec(),
-            curriculum=CurriculumConfig(stages=default_stages(300, 100, 100),
-                                        sft=SFTConfig(steps=400, batch_size=16, learning_rate=4e-3, grade_weight=8.0,
-                                                      warmup_steps=20, log_every=50)),
+            curriculum=CurriculumConfig(
+                stages=default_stages(300, 100, 100),
+                sft=SFTConfig(
+                    steps=400, batch_size=16, learning_rate=4e-3, grade_weight=8.0, warmup_steps=20, log_every=50
+                ),
+            ),
             evolution=EvolutionConfig(rounds=2, target_rules=4, variants_per_rule=100, min_support=8),
-            rl=RLConfig(steps=40, prompts_per_step=6, group_size=4, learning_rate=2e-4, lam=0.5, expert_batch_size=8,
-                        max_new_tokens=100),
-            distill=DistillConfig(sft=SFTConfig(steps=300, batch_size=16, learning_rate=4e-3, grade_weight=8.0,
-                                                warmup_steps=20, log_every=50),
-                                  train_prompts=1200, extra_prompts=300, max_new_tokens=110),
-            probe_train_examples=800, explain_examples=100, latency_queries=10,
+            rl=RLConfig(
+                steps=40,
+                prompts_per_step=6,
+                group_size=4,
+                learning_rate=2e-4,
+                lam=0.5,
+                expert_batch_size=8,
+                max_new_tokens=100,
+            ),
+            distill=DistillConfig(
+                sft=SFTConfig(
+                    steps=300, batch_size=16, learning_rate=4e-3, grade_weight=8.0, warmup_steps=20, log_every=50
+                ),
+                train_prompts=1200,
+                extra_prompts=300,
+                max_new_tokens=110,
+            ),
+            probe_train_examples=800,
+            explain_examples=100,
+            latency_queries=10,
         ),
     ),
     # The embedded default model: about 4 minutes on 2 idle cores (800 steps at ~0.27 s).
@@ -153,8 +191,12 @@ def run_pipeline(config: PipelineConfig, out_dir: Path, progress: Progress | Non
     sequences = encode_examples(world.train, encoder, labels)
     model = build_tiny_qwen3(config.model, seed=config.sft.seed)
     mean_len = sum(len(s) for s in sequences) / len(sequences)
-    say(progress, log, f"sft: {body_parameters(model) / 1e6:.2f}M body parameters, {len(sequences)} sequences "
-                   f"of {mean_len:.0f} tokens on average, {config.sft.steps} steps")
+    say(
+        progress,
+        log,
+        f"sft: {body_parameters(model) / 1e6:.2f}M body parameters, {len(sequences)} sequences "
+        f"of {mean_len:.0f} tokens on average, {config.sft.steps} steps",
+    )
     result = train_sft(model, sequences, labels, config.sft, pad_id, progress=progress)
     timings["sft_s"] = time.perf_counter() - t
 
@@ -169,24 +211,32 @@ def run_pipeline(config: PipelineConfig, out_dir: Path, progress: Progress | Non
     predictor = TorchPredictor(model, encoder, labels, pad_id)
     evaluation = grade_report(test, predict_examples(test, predictor), [e.grade for e in world.train], labels.values)
     timings["eval_s"] = time.perf_counter() - t
-    say(progress, log, f"test accuracy {evaluation['accuracy']:.3f} vs majority baseline "
-                   f"{evaluation['majority_baseline_accuracy']:.3f} ({evaluation['examples']} examples)")
+    say(
+        progress,
+        log,
+        f"test accuracy {evaluation['accuracy']:.3f} vs majority baseline "
+        f"{evaluation['majority_baseline_accuracy']:.3f} ({evaluation['examples']} examples)",
+    )
 
     t = time.perf_counter()
     say(progress, log, f"export: {config.export_dtype} score graph")
     # Dev pairs grouped by query (3 queries) also exercise the prefix graphs; a few dozen keep the
     # default build inside its time budget (the parity limits do not depend on the count).
     dev_pairs = [(e.query, e.document) for e in world.dev[:30]]
-    manifest = export_artifact(checkpoint, out_dir / "artifact", dtype=config.export_dtype,
-                               validation_pairs=dev_pairs, progress=progress)
+    manifest = export_artifact(
+        checkpoint, out_dir / "artifact", dtype=config.export_dtype, validation_pairs=dev_pairs, progress=progress
+    )
     timings["export_s"] = time.perf_counter() - t
     timings["total_s"] = time.perf_counter() - started
 
     report = {
         "config": asdict(config),
         "body_parameters": body_parameters(model),
-        "sft": {"first_loss": result.losses[0], "last_loss": sum(result.losses[-10:]) / len(result.losses[-10:]),
-                "seconds": result.seconds},
+        "sft": {
+            "first_loss": result.losses[0],
+            "last_loss": sum(result.losses[-10:]) / len(result.losses[-10:]),
+            "seconds": result.seconds,
+        },
         "test": evaluation,
         "export_parity": manifest.parity,
         "timings": timings,

@@ -1,12 +1,12 @@
 """Figures and a readable summary of a method run (`training.method.run_method`).
 
-    comparison.png   head / long-tail accuracy and label entropy: before, SFT alone, GRPO alone,
-                     mode-balanced, and the distilled student
-    per_rule.png     accuracy per deciding rule for the three arms (long-tail rules marked *)
-    rl_curves.png    per-step rewards and sampled-grade accuracy of the two RL arms
-    evolution.png    per round: error on the targeted rules before / after
-    sft_loss.png     the teacher's curriculum loss with stage boundaries
-    report.md        the same figures as tables
+comparison.png   head / long-tail accuracy and label entropy: before, SFT alone, GRPO alone,
+                 mode-balanced, and the distilled student
+per_rule.png     accuracy per deciding rule for the three arms (long-tail rules marked *)
+rl_curves.png    per-step rewards and sampled-grade accuracy of the two RL arms
+evolution.png    per round: error on the targeted rules before / after
+sft_loss.png     the teacher's curriculum loss with stage boundaries
+report.md        the same figures as tables
 """
 
 from __future__ import annotations
@@ -18,8 +18,13 @@ from training.world.rules import RULES
 
 log = logging.getLogger(__name__)
 
-ROWS = (("base", "before (curriculum SFT)"), ("sft", "SFT alone"), ("grpo", "Stepwise-GRPO alone (lambda=0)"),
-        ("mbo", "mode-balanced (teacher)"), ("student", "distilled student"))
+ROWS = (
+    ("base", "before (curriculum SFT)"),
+    ("sft", "SFT alone"),
+    ("grpo", "Stepwise-GRPO alone (lambda=0)"),
+    ("mbo", "mode-balanced (teacher)"),
+    ("student", "distilled student"),
+)
 
 
 def _plt():
@@ -56,7 +61,7 @@ def _comparison(plt, report: dict, path: Path) -> None:
     tail = [r[2]["long_tail_accuracy"] or 0 for r in rows]
     ax1.bar([i - w / 2 for i in x], head, w, label="head accuracy")
     ax1.bar([i + w / 2 for i in x], tail, w, label="long-tail accuracy")
-    for i, (h, t) in enumerate(zip(head, tail)):
+    for i, (h, t) in enumerate(zip(head, tail, strict=True)):
         ax1.text(i - w / 2, h + 0.01, f"{h:.2f}", ha="center", fontsize=7)
         ax1.text(i + w / 2, t + 0.01, f"{t:.2f}", ha="center", fontsize=7)
     ax1.set_xticks(list(x), [r[1] for r in rows], rotation=20, ha="right", fontsize=8)
@@ -82,10 +87,17 @@ def _per_rule(plt, report: dict, path: Path) -> None:
     w = 0.8 / len(arms)
     for j, arm in enumerate(arms):
         table = report["evaluations"][arm].get("per_rule", {})
-        ax.bar([i + j * w for i in range(len(rules))], [table.get(r, {}).get("accuracy", 0) for r in rules], w,
-               label=dict(ROWS)[arm])
-    ax.set_xticks([i + 0.4 - w / 2 for i in range(len(rules))],
-                  [r + ("*" if RULES[r].long_tail else "") for r in rules], fontsize=8)
+        ax.bar(
+            [i + j * w for i in range(len(rules))],
+            [table.get(r, {}).get("accuracy", 0) for r in rules],
+            w,
+            label=dict(ROWS)[arm],
+        )
+    ax.set_xticks(
+        [i + 0.4 - w / 2 for i in range(len(rules))],
+        [r + ("*" if RULES[r].long_tail else "") for r in rules],
+        fontsize=8,
+    )
     ax.set_ylabel("accuracy where the rule decided")
     ax.set_title("per-rule test accuracy (* long-tail rule)")
     ax.legend(fontsize=7, ncol=4)
@@ -95,15 +107,21 @@ def _per_rule(plt, report: dict, path: Path) -> None:
 
 
 def _rl_curves(plt, histories: dict, path: Path) -> None:
-    keys = (("reward_grade", "grade reward"), ("reward_rules", "rules reward"),
-            ("sample_grade_accuracy", "sampled-grade accuracy"), ("expert_nll", "expert NLL (measured in both arms)"))
+    keys = (
+        ("reward_grade", "grade reward"),
+        ("reward_rules", "rules reward"),
+        ("sample_grade_accuracy", "sampled-grade accuracy"),
+        ("expert_nll", "expert NLL (measured in both arms)"),
+    )
     fig, axes = plt.subplots(1, len(keys), figsize=(14, 3.2))
-    for ax, (key, title) in zip(axes, keys):
+    for ax, (key, title) in zip(axes, keys, strict=True):
         for arm, history in histories.items():
             if history and key in history[0] and all(h[key] == h[key] for h in history):  # skip NaN series
                 ys = [h[key] for h in history]
                 k = max(1, len(ys) // 8)  # moving average: rollouts are noisy
-                smooth = [sum(ys[max(0, i - k + 1): i + 1]) / len(ys[max(0, i - k + 1): i + 1]) for i in range(len(ys))]
+                smooth = [
+                    sum(ys[max(0, i - k + 1) : i + 1]) / len(ys[max(0, i - k + 1) : i + 1]) for i in range(len(ys))
+                ]
                 ax.plot(range(1, len(ys) + 1), smooth, label=dict(ROWS).get(arm, arm))
         ax.set_title(title, fontsize=9)
         ax.set_xlabel("step")
@@ -125,8 +143,14 @@ def _evolution(plt, rounds: list[dict], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(max(6, 0.8 * len(labels)), 3.5))
     w = 0.2
     x = range(len(labels))
-    for j, (ys, name) in enumerate(((before, "probe error before"), (after, "probe error after"),
-                                    (v_before, "held-out variants before"), (v_after, "held-out variants after"))):
+    for j, (ys, name) in enumerate(
+        (
+            (before, "probe error before"),
+            (after, "probe error after"),
+            (v_before, "held-out variants before"),
+            (v_after, "held-out variants after"),
+        )
+    ):
         ax.bar([i + (j - 1.5) * w for i in x], ys, w, label=name)
     ax.set_xticks(list(x), labels, fontsize=8, rotation=30, ha="right")
     ax.set_ylabel("error on the targeted rule")
@@ -156,40 +180,65 @@ def _f(x, digits: int = 3) -> str:
 
 
 def write_markdown(report: dict, path: Path) -> None:
-    lines = ["# AFRL method run", "", "## SFT alone vs Stepwise-GRPO alone vs mode-balanced (test split)", "",
-             "Same base checkpoint (after the curriculum), same number of optimizer steps per arm.", "",
-             "Label entropy: mean entropy (nats) of each example's grade distribution; grade-histogram entropy: "
-             "entropy of the predicted grades over the split (low = collapsed onto few grades).", "",
-             "| model | accuracy | head acc | long-tail acc | label entropy | long-tail entropy | grade-histogram "
-             "entropy | QWK | NDCG@10 | ECE | format valid | agree | seconds |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "# AFRL method run",
+        "",
+        "## SFT alone vs Stepwise-GRPO alone vs mode-balanced (test split)",
+        "",
+        "Same base checkpoint (after the curriculum), same number of optimizer steps per arm.",
+        "",
+        "Label entropy: mean entropy (nats) of each example's grade distribution; grade-histogram entropy: "
+        "entropy of the predicted grades over the split (low = collapsed onto few grades).",
+        "",
+        "| model | accuracy | head acc | long-tail acc | label entropy | long-tail entropy | grade-histogram "
+        "entropy | QWK | NDCG@10 | ECE | format valid | agree | seconds |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for _, title, s in _rows(report):
-        lines.append(f"| {title} | {_f(s['accuracy'])} | {_f(s['head_accuracy'])} | {_f(s['long_tail_accuracy'])} "
-                     f"| {_f(s['mean_label_entropy'])} | {_f(s['long_tail_label_entropy'])} "
-                     f"| {_f(s['predicted_grade_entropy'])} | {_f(s['quadratic_weighted_kappa'])} | {_f(s['ndcg@10'])} | {_f(s['expected_calibration_error'])} "
-                     f"| {_f(s.get('format_validity'))} | {_f(s.get('first_token_conclusion_agreement'))} "
-                     f"| {_f(s.get('seconds'), 0)} |")
+        lines.append(
+            f"| {title} | {_f(s['accuracy'])} | {_f(s['head_accuracy'])} | {_f(s['long_tail_accuracy'])} "
+            f"| {_f(s['mean_label_entropy'])} | {_f(s['long_tail_label_entropy'])} "
+            f"| {_f(s['predicted_grade_entropy'])} | {_f(s['quadratic_weighted_kappa'])} | {_f(s['ndcg@10'])} "
+            f"| {_f(s['expected_calibration_error'])} "
+            f"| {_f(s.get('format_validity'))} | {_f(s.get('first_token_conclusion_agreement'))} "
+            f"| {_f(s.get('seconds'), 0)} |"
+        )
     d = report["distillation"]
-    lines += ["", "## Distillation", "",
-              f"Teacher ({d['teacher_source']}) accuracy {_f(d['teacher']['accuracy'])}, student "
-              f"{_f(d['student']['accuracy'])}: gap {d['accuracy_gap_points']:.1f} points.", "",
-              "| model | parameters | body parameters | weights (MB) | ms per query of 10 docs (torch, full prompts) |",
-              "|---|---|---|---|---|"]
+    lines += [
+        "",
+        "## Distillation",
+        "",
+        f"Teacher ({d['teacher_source']}) accuracy {_f(d['teacher']['accuracy'])}, student "
+        f"{_f(d['student']['accuracy'])}: gap {d['accuracy_gap_points']:.1f} points.",
+        "",
+        "| model | parameters | body parameters | weights (MB) | ms per query of 10 docs (torch, full prompts) |",
+        "|---|---|---|---|---|",
+    ]
     for name in ("teacher", "student"):
         s = d["sizes"][name]
-        lines.append(f"| {name} | {s['parameters']:,} | {s['body_parameters']:,} | {s['weights_mb']:.1f} "
-                     f"| {d['latency_ms_per_query_of_10_docs'][name]:.1f} |")
+        lines.append(
+            f"| {name} | {s['parameters']:,} | {s['body_parameters']:,} | {s['weights_mb']:.1f} "
+            f"| {d['latency_ms_per_query_of_10_docs'][name]:.1f} |"
+        )
     if report["evolution"]:
-        lines += ["", "## Instruction evolution", "",
-                  "| round | rule | support | probe error before | after | held-out variants before | after | variants |",
-                  "|---|---|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            "## Instruction evolution",
+            "",
+            "| round | rule | support | probe error before | after | held-out variants before | after | variants |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
         for r in report["evolution"]:
             for rule, row in r.get("targets", {}).items():
-                lines.append(f"| {r['round']} | {rule}{'*' if RULES[rule].long_tail else ''} | {row['support']} "
-                             f"| {_f(row['probe_error_before'])} | {_f(row['probe_error_after'])} "
-                             f"| {_f(row['variant_error_before'])} | {_f(row['variant_error_after'])} "
-                             f"| {row['variants']} |")
-            lines.append(f"| {r['round']} | accepted per operator: {r.get('accepted_per_operator')}; "
-                         f"rejected: {r.get('rejected')} | | | | | | |")
+                lines.append(
+                    f"| {r['round']} | {rule}{'*' if RULES[rule].long_tail else ''} | {row['support']} "
+                    f"| {_f(row['probe_error_before'])} | {_f(row['probe_error_after'])} "
+                    f"| {_f(row['variant_error_before'])} | {_f(row['variant_error_after'])} "
+                    f"| {row['variants']} |"
+                )
+            lines.append(
+                f"| {r['round']} | accepted per operator: {r.get('accepted_per_operator')}; "
+                f"rejected: {r.get('rejected')} | | | | | | |"
+            )
     lines += ["", "## Timings (s)", "", " ".join(f"{k}={v:.0f}" for k, v in report["timings"].items()), ""]
     path.write_text("\n".join(lines))

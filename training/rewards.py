@@ -43,6 +43,7 @@ RewardFunc = Callable[..., list[float]]
 
 # parsing helpers -----------------------------------------------------------
 
+
 def first_grade(completion: str) -> int | None:
     """The grade the first line states, None when it is not exactly one grade value."""
     head = completion.split("\n", 1)[0].strip()
@@ -62,7 +63,7 @@ def section_line(completion: str, step: int) -> str | None:
         return None
     tag = f"[{SECTIONS[step - 1]}]"
     line = lines[step].strip()
-    return line[len(tag):].strip() if line.startswith(tag) else None
+    return line[len(tag) :].strip() if line.startswith(tag) else None
 
 
 def _parts(text: str | None) -> list[str]:
@@ -98,6 +99,7 @@ def _citations(body: str | None) -> tuple[list[tuple[str, str]], bool]:
 
 
 # one reward function per step (TRL signature) ------------------------------
+
 
 def grade_reward(completions: list[str], grade: list[int], **kw) -> list[float]:
     k = len(GRADE_VALUES)
@@ -168,6 +170,7 @@ def step_rewards(completions: list[str], **columns) -> list[list[float]]:
 
 
 # which step each token belongs to -------------------------------------------
+
 
 def assign_steps(pieces: Sequence[str], n_steps: int = N_STEPS) -> list[int]:
     """Step index of each completion token, from the tokens' decoded text.

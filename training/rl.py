@@ -74,13 +74,20 @@ class RLConfig:
     epochs_per_batch: int = field(default=1, metadata={"help": "updates per batch of rollouts (1 = on-policy)"})
     temperature: float = field(default=1.0, metadata={"help": "sampling temperature of the rollouts"})
     max_new_tokens: int = field(default=110, metadata={"help": "completion length cap (references: <= ~115)"})
-    step_weights: tuple[float, ...] = field(default=(1.0, 1.0, 1.0, 1.0, 1.0),
-                                            metadata={"help": "weight of each step: " + ", ".join(STEP_NAMES)})
+    step_weights: tuple[float, ...] = field(
+        default=(1.0, 1.0, 1.0, 1.0, 1.0), metadata={"help": "weight of each step: " + ", ".join(STEP_NAMES)}
+    )
     lam: float = field(default=0.5, metadata={"help": "lambda: weight of the expert SFT NLL (0 = GRPO alone)"})
     lam_final: float | None = field(default=None, metadata={"help": "lambda at the last step (None = lam)"})
-    lam_schedule: str = field(default="constant", metadata={"help": "constant | linear | cosine, from lam to lam_final"})
-    expert_batch_size: int = field(default=8, metadata={"help": "B_e: expert demonstrations per step (with lambda = 0 "
-                                                                      "their NLL is measured, not trained on)"})
+    lam_schedule: str = field(
+        default="constant", metadata={"help": "constant | linear | cosine, from lam to lam_final"}
+    )
+    expert_batch_size: int = field(
+        default=8,
+        metadata={
+            "help": "B_e: expert demonstrations per step (with lambda = 0 their NLL is measured, not trained on)"
+        },
+    )
     grade_weight: float = field(default=4.0, metadata={"help": "grade-token weight in the expert NLL"})
     grad_clip: float = field(default=1.0, metadata={"help": "max gradient norm"})
     seed: int = field(default=0, metadata={"help": "prompt order and sampling seed"})
@@ -91,7 +98,9 @@ class RLConfig:
         if self.steps < 1 or self.prompts_per_step < 1:
             raise ValueError(f"steps and prompts_per_step must be >= 1, got {self.steps}, {self.prompts_per_step}")
         if self.group_size < 2:
-            raise ValueError(f"group_size must be >= 2 (advantages are normalised within a group), got {self.group_size}")
+            raise ValueError(
+                f"group_size must be >= 2 (advantages are normalised within a group), got {self.group_size}"
+            )
         if len(self.step_weights) != N_STEPS or min(self.step_weights) < 0 or sum(self.step_weights) <= 0:
             raise ValueError(f"step_weights needs {N_STEPS} non-negative weights ({', '.join(STEP_NAMES)})")
         if self.lam < 0 or (self.lam_final is not None and self.lam_final < 0):
@@ -139,8 +148,9 @@ class RLResult:
     seconds: float
 
 
-def token_logps(model: torch.nn.Module, batch, vocab: torch.Tensor | None, prefix: torch.Tensor | None,
-                lengths: list[int]) -> torch.Tensor:
+def token_logps(
+    model: torch.nn.Module, batch, vocab: torch.Tensor | None, prefix: torch.Tensor | None, lengths: list[int]
+) -> torch.Tensor:
     """(N, T) log pi(token) of every completion token (right-padded with 0), under the restricted softmax."""
     hidden = completion_hidden(model, batch, prefix)  # (M, H), M = sum(lengths)
     head = model.get_output_embeddings().weight
@@ -171,8 +181,9 @@ def train_rl(
     weights = torch.tensor(config.step_weights)
     if (config.lam > 0 or (config.lam_final or 0) > 0) and not expert:
         raise ValueError("lambda > 0 needs expert demonstrations")
-    optimizer = torch.optim.AdamW(_param_groups(model, config.weight_decay), lr=config.learning_rate,
-                                  betas=(0.9, 0.95), fused=True)
+    optimizer = torch.optim.AdamW(
+        _param_groups(model, config.weight_decay), lr=config.learning_rate, betas=(0.9, 0.95), fused=True
+    )
     history: list[dict] = []
     order: list[int] = []
     start = time.perf_counter()
@@ -183,22 +194,40 @@ def train_rl(
         chosen = [prompts[order.pop()] for _ in range(config.prompts_per_step)]
 
         model.eval()
-        rollouts = generate(model, [x.sequence.prompt_ids for x in chosen], prefix_len=prefix_len, eos_id=ctx.eos_id,
-                            max_new_tokens=config.max_new_tokens, vocab=vocab, num_samples=g,
-                            temperature=config.temperature, generator=sampler)
+        rollouts = generate(
+            model,
+            [x.sequence.prompt_ids for x in chosen],
+            prefix_len=prefix_len,
+            eos_id=ctx.eos_id,
+            max_new_tokens=config.max_new_tokens,
+            vocab=vocab,
+            num_samples=g,
+            temperature=config.temperature,
+            generator=sampler,
+        )
         model.train()
         texts = [ctx.decode(ids) for ids in rollouts.completion_ids]
         rows = [x for x in chosen for _ in range(g)]
-        rewards = torch.tensor(step_rewards(texts, grade=[x.grade for x in rows], reference=[x.reference for x in rows],
-                                            rule_ids=[x.rule_ids for x in rows]))  # (N, S)
+        rewards = torch.tensor(
+            step_rewards(
+                texts,
+                grade=[x.grade for x in rows],
+                reference=[x.reference for x in rows],
+                rule_ids=[x.rule_ids for x in rows],
+            )
+        )  # (N, S)
         step_adv = group_step_advantages(rewards, g)  # (N, S)
 
-        sequences = [SFTSequence(x.sequence.prompt_ids, ids, x.grade) for x, ids in zip(rows, rollouts.completion_ids)]
+        sequences = [
+            SFTSequence(x.sequence.prompt_ids, ids, x.grade)
+            for x, ids in zip(rows, rollouts.completion_ids, strict=True)
+        ]
         lengths = [len(ids) for ids in rollouts.completion_ids]
         batch = collate(sequences, ctx.pad_id, skip_prefix=prefix_len).to(device)
         step_ids = torch.nn.utils.rnn.pad_sequence(
             [torch.tensor(assign_steps([ctx.piece(t) for t in ids])) for ids in rollouts.completion_ids],
-            batch_first=True)  # (N, T)
+            batch_first=True,
+        )  # (N, T)
         mask = torch.nn.utils.rnn.pad_sequence([torch.ones(n) for n in lengths], batch_first=True)  # (N, T)
         advantages = step_token_advantages(step_adv, step_ids, mask, weights).to(device)
         mask = mask.to(device)
@@ -222,17 +251,25 @@ def train_rl(
             optimizer.step()
 
         sampled = [first_grade(t) for t in texts]
-        history.append({
-            "step": step + 1, "loss": loss.item(), "policy_loss": policy.item(), "expert_nll": nll.item(),
-            "lambda": lam, "sample_grade_accuracy": sum(p == x.grade for p, x in zip(sampled, rows)) / len(rows),
-            "finished": sum(rollouts.finished) / len(rows),
-            **{f"reward_{name}": rewards[:, s].mean().item() for s, name in enumerate(STEP_NAMES)},
-        })
+        history.append(
+            {
+                "step": step + 1,
+                "loss": loss.item(),
+                "policy_loss": policy.item(),
+                "expert_nll": nll.item(),
+                "lambda": lam,
+                "sample_grade_accuracy": sum(p == x.grade for p, x in zip(sampled, rows, strict=True)) / len(rows),
+                "finished": sum(rollouts.finished) / len(rows),
+                **{f"reward_{name}": rewards[:, s].mean().item() for s, name in enumerate(STEP_NAMES)},
+            }
+        )
         if progress and (step % config.log_every == 0 or step == config.steps - 1):
             h = history[-1]
             elapsed = time.perf_counter() - start
-            progress(f"rl step {step + 1}/{config.steps} lambda {lam:.2f} reward grade {h['reward_grade']:+.2f} "
-                     f"rules {h['reward_rules']:+.2f} sampled-grade acc {h['sample_grade_accuracy']:.2f} "
-                     f"({elapsed:.0f}s elapsed, ~{elapsed / (step + 1) * (config.steps - step - 1):.0f}s left)")
+            progress(
+                f"rl step {step + 1}/{config.steps} lambda {lam:.2f} reward grade {h['reward_grade']:+.2f} "
+                f"rules {h['reward_rules']:+.2f} sampled-grade acc {h['sample_grade_accuracy']:.2f} "
+                f"({elapsed:.0f}s elapsed, ~{elapsed / (step + 1) * (config.steps - step - 1):.0f}s left)"
+            )
     model.eval()
     return RLResult(history, time.perf_counter() - start)

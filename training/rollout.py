@@ -73,8 +73,19 @@ def generate(
     per_chunk = max(1, batch_size // num_samples)
     with torch_threads(1 if next(model.parameters()).device.type == "cpu" else None):
         parts = [
-            _generate_chunk(model, prompts[i : i + per_chunk], prefix_len, eos_id, max_new_tokens, vocab, num_samples,
-                            temperature, greedy, label_ids, generator)
+            _generate_chunk(
+                model,
+                prompts[i : i + per_chunk],
+                prefix_len,
+                eos_id,
+                max_new_tokens,
+                vocab,
+                num_samples,
+                temperature,
+                greedy,
+                label_ids,
+                generator,
+            )
             for i in range(0, len(prompts), per_chunk)
         ]
     return Rollouts(
@@ -97,8 +108,9 @@ def torch_threads(n: int | None):
         torch.set_num_threads(before)
 
 
-def _generate_chunk(model, prompts, prefix_len, eos_id, max_new_tokens, vocab, num_samples, temperature, greedy,
-                    label_ids, generator) -> Rollouts:
+def _generate_chunk(
+    model, prompts, prefix_len, eos_id, max_new_tokens, vocab, num_samples, temperature, greedy, label_ids, generator
+) -> Rollouts:
     decoder = model.get_decoder()
     device = next(model.parameters()).device
     head = model.get_output_embeddings().weight
@@ -114,16 +126,22 @@ def _generate_chunk(model, prompts, prefix_len, eos_id, max_new_tokens, vocab, n
     ids = torch.full((u, width), eos_id, dtype=torch.long)
     rest_mask = torch.zeros((u, width), dtype=torch.long)
     for b, r in enumerate(rests):
-        ids[b, width - len(r):] = torch.tensor(r)
-        rest_mask[b, width - len(r):] = 1
+        ids[b, width - len(r) :] = torch.tensor(r)
+        rest_mask[b, width - len(r) :] = 1
     positions = (prefix_len + rest_mask.cumsum(1) - 1).clamp(min=prefix_len)  # (U, R) pads reuse a real position
     mask = torch.cat([torch.ones((u, prefix_len), dtype=torch.long), rest_mask], dim=1)  # (U, P + R)
     ids, mask, positions = ids.to(device), mask.to(device), positions.to(device)
 
     cache = decoder(input_ids=torch.tensor([prefix], device=device), use_cache=True).past_key_values
     cache.batch_repeat_interleave(u)
-    out = decoder(input_ids=ids, attention_mask=mask, past_key_values=cache, position_ids=positions,
-                  cache_position=torch.arange(prefix_len, prefix_len + width, device=device), use_cache=True)
+    out = decoder(
+        input_ids=ids,
+        attention_mask=mask,
+        past_key_values=cache,
+        position_ids=positions,
+        cache_position=torch.arange(prefix_len, prefix_len + width, device=device),
+        use_cache=True,
+    )
     cache, hidden = out.past_key_values, out.last_hidden_state[:, -1]  # (U, H)
 
     label_probs = None
@@ -153,7 +171,7 @@ def _generate_chunk(model, prompts, prefix_len, eos_id, max_new_tokens, vocab, n
             local = torch.multinomial(logprobs.exp().cpu(), 1, generator=generator)[:, 0].to(device)
             logp = logprobs.gather(1, local[:, None])[:, 0]
         token = (local if vocab is None else vocab.to(device)[local]).cpu()
-        for r, tok, lp in zip(rows.tolist(), token.tolist(), logp.tolist()):
+        for r, tok, lp in zip(rows.tolist(), token.tolist(), logp.tolist(), strict=True):
             tokens[r].append(tok)
             logps[r].append(lp)
         live = token != eos_id
@@ -164,9 +182,14 @@ def _generate_chunk(model, prompts, prefix_len, eos_id, max_new_tokens, vocab, n
             cache.batch_select_indices(keep.to(device))
             mask, next_pos, rows, token = mask[keep.to(device)], next_pos[keep.to(device)], rows[keep], token[keep]
         mask = torch.cat([mask, torch.ones((mask.shape[0], 1), dtype=mask.dtype, device=device)], dim=1)
-        out = decoder(input_ids=token[:, None].to(device), attention_mask=mask, past_key_values=cache,
-                      position_ids=next_pos[:, None], cache_position=torch.tensor([length], device=device),
-                      use_cache=True)
+        out = decoder(
+            input_ids=token[:, None].to(device),
+            attention_mask=mask,
+            past_key_values=cache,
+            position_ids=next_pos[:, None],
+            cache_position=torch.tensor([length], device=device),
+            use_cache=True,
+        )
         cache, hidden = out.past_key_values, out.last_hidden_state[:, -1]
         next_pos, length = next_pos + 1, length + 1
 

@@ -40,10 +40,14 @@ class SFTConfig:
     learning_rate: float = field(default=2e-3, metadata={"help": "peak AdamW learning rate"})
     warmup_steps: int = field(default=30, metadata={"help": "linear warmup, then cosine decay to 10%"})
     weight_decay: float = field(default=0.01, metadata={"help": "AdamW decay (not applied to embeddings/norms)"})
-    grade_weight: float = field(default=4.0, metadata={"help": "loss weight of the grade token vs 1 per explanation token"})
+    grade_weight: float = field(
+        default=4.0, metadata={"help": "loss weight of the grade token vs 1 per explanation token"}
+    )
     max_completion_tokens: int | None = field(default=None, metadata={"help": "truncate completions (None = whole)"})
     restrict_vocab: bool = field(default=True, metadata={"help": "softmax over the completion vocabulary only"})
-    share_prefix: bool = field(default=True, metadata={"help": "run the prompt prefix common to all rows once per step"})
+    share_prefix: bool = field(
+        default=True, metadata={"help": "run the prompt prefix common to all rows once per step"}
+    )
     grad_clip: float = field(default=1.0, metadata={"help": "max gradient norm"})
     seed: int = field(default=0, metadata={"help": "data order and init seed"})
     log_every: int = field(default=20, metadata={"help": "steps between progress lines"})
@@ -129,8 +133,9 @@ def sft_loss(
     return completion_nll(selected, model.get_output_embeddings().weight, batch.targets, weights, vocab_subset)
 
 
-LossFn = Callable[[torch.nn.Module, SFTBatch, Sequence[SFTSequence], "torch.Tensor | None", "torch.Tensor | None"],
-                  torch.Tensor]
+LossFn = Callable[
+    [torch.nn.Module, SFTBatch, Sequence[SFTSequence], "torch.Tensor | None", "torch.Tensor | None"], torch.Tensor
+]
 
 
 def train_sft(
@@ -188,7 +193,9 @@ def train_sft(
             recent = losses[-config.log_every :]
             elapsed = time.perf_counter() - start
             eta = elapsed / (step + 1) * (config.steps - step - 1)
-            progress(f"sft step {step + 1}/{config.steps} loss {sum(recent) / len(recent):.3f} "
-                     f"({elapsed:.0f}s elapsed, ~{eta:.0f}s left)")
+            progress(
+                f"sft step {step + 1}/{config.steps} loss {sum(recent) / len(recent):.3f} "
+                f"({elapsed:.0f}s elapsed, ~{eta:.0f}s left)"
+            )
     model.eval()
     return SFTResult(losses=losses, seconds=time.perf_counter() - start)

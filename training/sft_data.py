@@ -30,7 +30,7 @@ class SFTSequence:
 
 def encode_examples(examples: Sequence, encoder: PromptEncoder, labels: LabelSet) -> list[SFTSequence]:
     """Examples need `query`, `document`, `grade` and `explanation` attributes."""
-    token_of = dict(zip(labels.values, labels.tokens))
+    token_of = dict(zip(labels.values, labels.tokens, strict=True))
     out = []
     for ex in examples:
         pair = encoder.encode(ex.query, [ex.document])[0]
@@ -59,9 +59,13 @@ class SFTBatch:
     targets: torch.Tensor  # (N,)
     is_grade: torch.Tensor  # (N,) bool: the first completion token
 
-    def to(self, device: torch.device | str) -> "SFTBatch":
-        return SFTBatch(*(t.to(device) for t in (self.input_ids, self.attention_mask, self.target_positions,
-                                                  self.targets, self.is_grade)))
+    def to(self, device: torch.device | str) -> SFTBatch:
+        return SFTBatch(
+            *(
+                t.to(device)
+                for t in (self.input_ids, self.attention_mask, self.target_positions, self.targets, self.is_grade)
+            )
+        )
 
 
 def common_prefix(sequences: Sequence[SFTSequence]) -> list[int]:

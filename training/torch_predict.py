@@ -16,7 +16,9 @@ from export.score_graph import LabelScoreModel
 
 
 class TorchPredictor:
-    def __init__(self, model: torch.nn.Module, encoder: PromptEncoder, labels: LabelSet, pad_id: int, batch_size: int = 64):
+    def __init__(
+        self, model: torch.nn.Module, encoder: PromptEncoder, labels: LabelSet, pad_id: int, batch_size: int = 64
+    ):
         self.scorer = LabelScoreModel(model, labels.token_ids).eval()
         self.encoder, self.labels, self.pad_id, self.batch_size = encoder, labels, pad_id, batch_size
 

@@ -51,15 +51,18 @@ class StepwiseGRPOConfig(GRPOConfig):
     lam_final: float | None = field(default=None, metadata={"help": "lambda at the last step (None = lam)"})
     lam_schedule: str = field(default="constant", metadata={"help": "constant | linear | cosine"})
     expert_batch_size: int = field(default=8, metadata={"help": "expert demonstrations per loss call"})
-    step_weights: list[float] = field(default_factory=lambda: [1.0] * N_STEPS,
-                                      metadata={"help": "weight of each step: " + ", ".join(STEP_NAMES)})
+    step_weights: list[float] = field(
+        default_factory=lambda: [1.0] * N_STEPS, metadata={"help": "weight of each step: " + ", ".join(STEP_NAMES)}
+    )
 
     def __post_init__(self) -> None:
         if self.loss_type == "dapo":  # TRL's default; this trainer is built on per-sequence token means
             self.loss_type = "grpo"
         super().__post_init__()
         if self.loss_type != "grpo":
-            raise ValueError(f"StepwiseGRPOConfig needs loss_type='grpo' (token mean per sequence), got {self.loss_type!r}")
+            raise ValueError(
+                f"StepwiseGRPOConfig needs loss_type='grpo' (token mean per sequence), got {self.loss_type!r}"
+            )
         if self.lam_schedule not in LAMBDA_SCHEDULES:
             raise ValueError(f"lam_schedule {self.lam_schedule!r}: choose from {LAMBDA_SCHEDULES}")
         if len(self.step_weights) != N_STEPS or min(self.step_weights) < 0:
@@ -105,9 +108,9 @@ class StepwiseGRPOTrainer(GRPOTrainer):
         ids, mask = out["completion_ids"], out["completion_mask"]
         b = ids.shape[0]
         rank = self.accelerator.process_index
-        step_adv = step_adv[rank * b:(rank + 1) * b]  # this process's rows
+        step_adv = step_adv[rank * b : (rank + 1) * b]  # this process's rows
         step_ids = torch.zeros_like(ids)
-        for row, (tokens, n) in enumerate(zip(ids.tolist(), mask.sum(dim=1).tolist())):
+        for row, (tokens, n) in enumerate(zip(ids.tolist(), mask.sum(dim=1).tolist(), strict=True)):
             step_ids[row, :n] = torch.tensor(assign_steps([self._piece(t) for t in tokens[:n]]))
         weights = torch.tensor(self.args.step_weights, device=ids.device)
         out["advantages"] = step_token_advantages(step_adv.to(ids.device), step_ids, mask, weights)  # (B, T)
@@ -115,8 +118,13 @@ class StepwiseGRPOTrainer(GRPOTrainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         loss = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-        lam = lambda_at(self.state.global_step, max(1, self.state.max_steps), self.args.lam, self.args.lam_final,
-                        self.args.lam_schedule)
+        lam = lambda_at(
+            self.state.global_step,
+            max(1, self.state.max_steps),
+            self.args.lam,
+            self.args.lam_final,
+            self.args.lam_schedule,
+        )
         mode = "train" if self.model.training else "eval"
         if lam > 0 and self.expert and mode == "train":
             nll = self._expert_nll(model)
@@ -139,22 +147,31 @@ class StepwiseGRPOTrainer(GRPOTrainer):
         input_ids = torch.full((len(rows), width), tok.pad_token_id, dtype=torch.long, device=device)
         label_ids = torch.full((len(rows), width), -100, dtype=torch.long, device=device)
         attention = torch.zeros((len(rows), width), dtype=torch.long, device=device)
-        for i, (r, lab) in enumerate(zip(rows, labels)):
-            input_ids[i, :len(r)] = torch.tensor(r)
-            label_ids[i, :len(r)] = torch.tensor(lab)
-            attention[i, :len(r)] = 1
+        for i, (r, lab) in enumerate(zip(rows, labels, strict=True)):
+            input_ids[i, : len(r)] = torch.tensor(r)
+            label_ids[i, : len(r)] = torch.tensor(lab)
+            attention[i, : len(r)] = 1
         return model(input_ids=input_ids, attention_mask=attention, labels=label_ids).loss
 
 
-def trl_dataset(examples, template) -> "datasets.Dataset":  # noqa: F821
+def trl_dataset(examples, template) -> datasets.Dataset:  # noqa: F821
     """World examples as the prompt data set StepwiseGRPOTrainer reads."""
     from datasets import Dataset
 
-    return Dataset.from_list([{"prompt": template.full_text(e.query, e.document), "grade": e.grade,
-                               "reference": e.explanation, "rule_ids": list(e.rule_ids)} for e in examples])
+    return Dataset.from_list(
+        [
+            {
+                "prompt": template.full_text(e.query, e.document),
+                "grade": e.grade,
+                "reference": e.explanation,
+                "rule_ids": list(e.rule_ids),
+            }
+            for e in examples
+        ]
+    )
 
 
 def expert_pairs(examples, template, labels) -> list[tuple[str, str]]:
     """(prompt text, "<grade>\\n<explanation>") demonstrations for the expert term."""
-    token_of = dict(zip(labels.values, labels.tokens))
+    token_of = dict(zip(labels.values, labels.tokens, strict=True))
     return [(template.full_text(e.query, e.document), f"{token_of[e.grade]}\n{e.explanation}") for e in examples]

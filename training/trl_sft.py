@@ -21,9 +21,16 @@ from training.sft import SFTConfig
 def prompt_completion_dataset(examples, ctx: TrainingContext):
     from datasets import Dataset
 
-    token_of = dict(zip(ctx.labels.values, ctx.labels.tokens))
-    return Dataset.from_list([{"prompt": ctx.encoder.template.full_text(e.query, e.document),
-                               "completion": f"{token_of[e.grade]}\n{e.explanation}"} for e in examples])
+    token_of = dict(zip(ctx.labels.values, ctx.labels.tokens, strict=True))
+    return Dataset.from_list(
+        [
+            {
+                "prompt": ctx.encoder.template.full_text(e.query, e.document),
+                "completion": f"{token_of[e.grade]}\n{e.explanation}",
+            }
+            for e in examples
+        ]
+    )
 
 
 def trl_sft(model, examples, ctx: TrainingContext, out: Path, config: SFTConfig, steps: int):
@@ -33,11 +40,29 @@ def trl_sft(model, examples, ctx: TrainingContext, out: Path, config: SFTConfig,
 
     cuda = torch.cuda.is_available()
     args = TRLSFTConfig(
-        output_dir=str(out / "trl"), max_steps=steps, per_device_train_batch_size=config.batch_size,
-        learning_rate=config.learning_rate, warmup_steps=config.warmup_steps, lr_scheduler_type="cosine",
-        weight_decay=config.weight_decay, max_grad_norm=config.grad_clip, completion_only_loss=True,
-        eos_token=ctx.encoder.template.completion_end, max_length=1024, bf16=cuda, use_cpu=not cuda,
-        logging_steps=config.log_every, report_to="none", save_strategy="no", seed=config.seed)
-    trainer = SFTTrainer(model=model, args=args, train_dataset=prompt_completion_dataset(examples, ctx), processing_class=ctx.hf_tokenizer)
+        output_dir=str(out / "trl"),
+        max_steps=steps,
+        per_device_train_batch_size=config.batch_size,
+        learning_rate=config.learning_rate,
+        warmup_steps=config.warmup_steps,
+        lr_scheduler_type="cosine",
+        weight_decay=config.weight_decay,
+        max_grad_norm=config.grad_clip,
+        completion_only_loss=True,
+        eos_token=ctx.encoder.template.completion_end,
+        max_length=1024,
+        bf16=cuda,
+        use_cpu=not cuda,
+        logging_steps=config.log_every,
+        report_to="none",
+        save_strategy="no",
+        seed=config.seed,
+    )
+    trainer = SFTTrainer(
+        model=model,
+        args=args,
+        train_dataset=prompt_completion_dataset(examples, ctx),
+        processing_class=ctx.hf_tokenizer,
+    )
     trainer.train()
     return trainer

@@ -42,7 +42,8 @@ def main() -> int:
     ap.add_argument("--runtime", choices=["cpu", "cuda"], default="cpu")
     ap.add_argument("--pyproject", type=Path, default=Path("pyproject.toml"))
     args = ap.parse_args()
-    print("\n".join(serve_requirements(args.pyproject, args.runtime)))
+    requirements = serve_requirements(args.pyproject, args.runtime)
+    print("\n".join(requirements))  # noqa: T201 - its output is the requirements list
     return 0
 
 

@@ -21,8 +21,9 @@ from afrl.prompt import PromptEncoder
 from loadtest.compare.inputs import CompareInputs
 
 
-def engine_call(artifact: Path, inputs: CompareInputs, threads: int,
-                shared_prefix: bool) -> tuple[Callable[[], np.ndarray], Callable[[], None]]:  # fmt: skip
+def engine_call(
+    artifact: Path, inputs: CompareInputs, threads: int, shared_prefix: bool
+) -> tuple[Callable[[], np.ndarray], Callable[[], None]]:
     """The call and what closes the engine."""
     from service.artifact_loader import load_artifact, onnx_backend_factory
     from service.blocking import BlockingScorer
@@ -30,8 +31,9 @@ def engine_call(artifact: Path, inputs: CompareInputs, threads: int,
     from service.metrics import ServiceMetrics
     from service.settings import ServiceSettings
 
-    settings = ServiceSettings(model=artifact, intra_op_threads=threads, shared_prefix=shared_prefix,
-                               providers="CPUExecutionProvider")  # fmt: skip
+    settings = ServiceSettings(
+        model=artifact, intra_op_threads=threads, shared_prefix=shared_prefix, providers="CPUExecutionProvider"
+    )
     used = ("score", "prefix", "score_prefix") if shared_prefix else ("score",)
 
     def backend(folder, manifest, s):

@@ -40,8 +40,9 @@ class CompareInputs:
         pairs = self.encoder.encode(self.query, self.documents)
         ids, _ = self.batch()
         return {
-            "guideline_tokens": len(self.encoder.tokenizer.encode(self.template.guideline,
-                                                                  add_special_tokens=False).ids),
+            "guideline_tokens": len(
+                self.encoder.tokenizer.encode(self.template.guideline, add_special_tokens=False).ids
+            ),
             "prefix_tokens": len(pairs[0].prefix_ids),  # guideline + query in the chat template
             "document_tokens_mean": round(float(np.mean([len(p.document_ids) for p in pairs])), 1),
             "prompt_tokens": sum(len(p.input_ids) for p in pairs),
@@ -55,10 +56,13 @@ def cut_guideline(template: PromptTemplate, tokenizer, max_tokens: int) -> Promp
     while len(words) > 1 and len(tokenizer.encode(" ".join(words), add_special_tokens=False).ids) > max_tokens:
         words.pop()
     guideline = " ".join(words)
-    return template.model_copy(update={
-        "guideline": guideline, "guideline_sha256": sha256_text(guideline),
-        "prefix": template.prefix.replace(template.guideline, guideline),
-    })  # fmt: skip
+    return template.model_copy(
+        update={
+            "guideline": guideline,
+            "guideline_sha256": sha256_text(guideline),
+            "prefix": template.prefix.replace(template.guideline, guideline),
+        }
+    )
 
 
 def build_inputs(artifact: Path, query: str, documents: list[str], guideline_tokens: int) -> CompareInputs:
@@ -70,7 +74,11 @@ def build_inputs(artifact: Path, query: str, documents: list[str], guideline_tok
     tokenizer = Tokenizer.from_file(str(artifact / TOKENIZER_FILE))
     template = cut_guideline(manifest.prompt, tokenizer, guideline_tokens)
     return CompareInputs(
-        query=query, documents=list(documents), template=template, encoder=PromptEncoder(template, tokenizer),
-        label_token_ids=list(manifest.labels.token_ids), label_values=list(manifest.labels.values),
+        query=query,
+        documents=list(documents),
+        template=template,
+        encoder=PromptEncoder(template, tokenizer),
+        label_token_ids=list(manifest.labels.token_ids),
+        label_values=list(manifest.labels.values),
         pad_id=tokenizer.token_to_id(PAD_TOKEN) or 0,
-    )  # fmt: skip
+    )

@@ -43,8 +43,9 @@ class ComparedModel:
     build_s: dict[str, float] = field(default_factory=dict)  # what this run had to build, in seconds
 
 
-def resolve_model(spec: str, out: Path, progress: Progress | None = None,
-                  validation_pairs: list[tuple[str, str]] | None = None) -> ComparedModel:  # fmt: skip
+def resolve_model(
+    spec: str, out: Path, progress: Progress | None = None, validation_pairs: list[tuple[str, str]] | None = None
+) -> ComparedModel:
     """The checkpoint and both artifacts of `spec`, building what is missing under `out`."""
     from export.artifact import checkpoint_sha256
 
@@ -54,8 +55,11 @@ def resolve_model(spec: str, out: Path, progress: Progress | None = None,
         from afrl.default_model import ensure_default_model
 
         name, given = "default", ensure_default_model(progress=progress)
-        checkpoint = _source_checkpoint(given, hint="the default build keeps it; rebuild with `afrl train pipeline "
-                                                    "--preset default --out DIR` and pass --model DIR/artifact")
+        checkpoint = _source_checkpoint(
+            given,
+            hint="the default build keeps it; rebuild with `afrl train pipeline "
+            "--preset default --out DIR` and pass --model DIR/artifact",
+        )
     elif spec == "0.6b":
         from loadtest.compare.qwen3_0p6b import make_checkpoint
 
@@ -73,8 +77,10 @@ def resolve_model(spec: str, out: Path, progress: Progress | None = None,
         elif (folder / "config.json").is_file():
             name, checkpoint = folder.resolve().name, folder
         else:
-            raise FileNotFoundError(f"--model {spec}: not 'default', '0.6b', a checkpoint folder (config.json) "
-                                    f"or an artifact folder ({MANIFEST_NAME})")
+            raise FileNotFoundError(
+                f"--model {spec}: not 'default', '0.6b', a checkpoint folder (config.json) "
+                f"or an artifact folder ({MANIFEST_NAME})"
+            )
     say(progress, logger, f"hashing the checkpoint {checkpoint}")
     sha = checkpoint_sha256(checkpoint)
     if given is not None and load_manifest(given, verify_hashes=False).source.sha256 != sha:
@@ -86,8 +92,7 @@ def resolve_model(spec: str, out: Path, progress: Progress | None = None,
         artifacts[dtype] = next((c for c in candidates if _reusable(c, sha, dtype)), cache / dtype)
     missing = [d for d in DTYPES if not _reusable(artifacts[d], sha, d)]
     if missing:
-        build_s.update(_export(checkpoint, sha, {d: artifacts[d] for d in missing}, cache, progress,
-                               validation_pairs))  # fmt: skip
+        build_s.update(_export(checkpoint, sha, {d: artifacts[d] for d in missing}, cache, progress, validation_pairs))
     for dtype, folder in artifacts.items():
         say(progress, logger, f"{dtype} artifact: {folder}")
     return ComparedModel(name, Path(checkpoint), sha, artifacts, build_s)
@@ -97,8 +102,10 @@ def _source_checkpoint(artifact: Path, hint: str) -> Path:
     manifest = load_manifest(artifact, verify_hashes=False)
     checkpoint = Path(manifest.source.checkpoint)
     if not (checkpoint / "config.json").is_file():
-        raise FileNotFoundError(f"{artifact} was exported from {checkpoint}, which is not on disk; the torch paths "
-                                f"need that checkpoint ({hint})")
+        raise FileNotFoundError(
+            f"{artifact} was exported from {checkpoint}, which is not on disk; the torch paths "
+            f"need that checkpoint ({hint})"
+        )
     return checkpoint
 
 
@@ -107,12 +114,21 @@ def _reusable(folder: Path, sha: str, dtype: str) -> bool:
         return False
     manifest: Manifest = load_manifest(folder, verify_hashes=False)
     graphs = manifest.graphs
-    return (manifest.source.sha256 == sha and set(SCORING_GRAPHS) <= graphs.keys()
-            and all(graphs[g].dtype == dtype for g in SCORING_GRAPHS))
+    return (
+        manifest.source.sha256 == sha
+        and set(SCORING_GRAPHS) <= graphs.keys()
+        and all(graphs[g].dtype == dtype for g in SCORING_GRAPHS)
+    )
 
 
-def _export(checkpoint: Path, sha: str, targets: dict[str, Path], cache: Path, progress: Progress | None,
-            validation_pairs: list[tuple[str, str]] | None) -> dict[str, float]:  # fmt: skip
+def _export(
+    checkpoint: Path,
+    sha: str,
+    targets: dict[str, Path],
+    cache: Path,
+    progress: Progress | None,
+    validation_pairs: list[tuple[str, str]] | None,
+) -> dict[str, float]:
     """Export the artifacts of `targets` (dtype -> folder), each graph to FP32 once; returns seconds per dtype."""
     from export.artifact import export_artifact
     from export.validate import Tolerance
@@ -125,8 +141,15 @@ def _export(checkpoint: Path, sha: str, targets: dict[str, Path], cache: Path, p
             say(progress, logger, f"exporting the {dtype} artifact ({', '.join(SCORING_GRAPHS)}) to {folder}")
             start = time.perf_counter()
             tolerance = Tolerance() if dtype == "int8" else None  # measured and reported, not gated: see above
-            export_artifact(checkpoint, folder, dtype=dtype, graphs=SCORING_GRAPHS, tolerance=tolerance,
-                            validation_pairs=validation_pairs, progress=progress)  # fmt: skip
+            export_artifact(
+                checkpoint,
+                folder,
+                dtype=dtype,
+                graphs=SCORING_GRAPHS,
+                tolerance=tolerance,
+                validation_pairs=validation_pairs,
+                progress=progress,
+            )
             seconds[f"export_{dtype}"] = round(time.perf_counter() - start, 1)
     shutil.rmtree(scratch, ignore_errors=True)
     return seconds

@@ -49,8 +49,7 @@ def export_optimum(checkpoint: Path, sha: str, folder: Path, progress: Progress 
     shutil.rmtree(folder, ignore_errors=True)
     with warnings.catch_warnings(), quiet_exporters():
         warnings.simplefilter("ignore")  # the tracer's warnings about Python control flow, dozens per export
-        main_export(str(checkpoint), output=folder, task=TASK, do_validation=False,
-                    no_post_process=True)
+        main_export(str(checkpoint), output=folder, task=TASK, do_validation=False, no_post_process=True)
     marker.write_text(json.dumps({"checkpoint": str(checkpoint), "sha256": sha, "task": TASK}))
     return round(time.perf_counter() - start, 1)
 
@@ -62,8 +61,9 @@ def optimum_call(folder: Path, inputs: CompareInputs, threads: int) -> Callable[
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
-    model = ORTModelForCausalLM.from_pretrained(folder, use_cache=False, session_options=options,
-                                                provider="CPUExecutionProvider")
+    model = ORTModelForCausalLM.from_pretrained(
+        folder, use_cache=False, session_options=options, provider="CPUExecutionProvider"
+    )
 
     def call() -> np.ndarray:
         ids, mask = (torch.from_numpy(a) for a in inputs.batch())  # (B, T)

@@ -13,9 +13,20 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-QWEN3_0P6B = dict(vocab_size=151936, hidden_size=1024, intermediate_size=3072, num_hidden_layers=28,
-                  num_attention_heads=16, num_key_value_heads=8, head_dim=128, max_position_embeddings=40960,
-                  tie_word_embeddings=True, bos_token_id=151643, eos_token_id=151645, pad_token_id=151643)
+QWEN3_0P6B = dict(
+    vocab_size=151936,
+    hidden_size=1024,
+    intermediate_size=3072,
+    num_hidden_layers=28,
+    num_attention_heads=16,
+    num_key_value_heads=8,
+    head_dim=128,
+    max_position_embeddings=40960,
+    tie_word_embeddings=True,
+    bos_token_id=151643,
+    eos_token_id=151645,
+    pad_token_id=151643,
+)
 
 GUIDELINE = (
     "You grade how relevant a product document is to a shopper's search query. Answer with one grade first, "

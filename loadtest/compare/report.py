@@ -28,9 +28,13 @@ def rows(results: list[PathResult], reference: str) -> list[dict]:
     for r in results:
         row = {"key": r.key, "label": r.label, "dtype": r.dtype}
         if r.seconds:
-            row.update(p50_ms=round(r.p50_ms, 2), mean_ms=round(sum(r.seconds) / len(r.seconds) * 1000, 2),
-                       pairs_per_s=round(r.pairs_per_s, 3), vs_naive_fp32=round(r.pairs_per_s / base, 2),
-                       seconds=[round(s, 6) for s in r.seconds])  # fmt: skip
+            row.update(
+                p50_ms=round(r.p50_ms, 2),
+                mean_ms=round(sum(r.seconds) / len(r.seconds) * 1000, 2),
+                pairs_per_s=round(r.pairs_per_s, 3),
+                vs_naive_fp32=round(r.pairs_per_s / base, 2),
+                seconds=[round(s, 6) for s in r.seconds],
+            )
         row.update(r.checks)
         if r.note:
             row["note"] = r.note
@@ -47,8 +51,10 @@ def format_table(table: list[dict]) -> str:
             lines.append(f"{row['label']:48s} {row['dtype']:5s} failed: {row['error']}")
             continue
         agree = row.get("grade_agreement")
-        lines.append(f"{row['label']:48s} {row['dtype']:5s} {row['p50_ms']:9.1f} {row['pairs_per_s']:8.2f} "
-                     f"{row['vs_naive_fp32']:7.2f}x {'' if agree is None else f'{agree:9.2f}'}")
+        lines.append(
+            f"{row['label']:48s} {row['dtype']:5s} {row['p50_ms']:9.1f} {row['pairs_per_s']:8.2f} "
+            f"{row['vs_naive_fp32']:7.2f}x {'' if agree is None else f'{agree:9.2f}'}"
+        )
     return "\n".join(lines)
 
 

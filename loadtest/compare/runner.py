@@ -76,8 +76,9 @@ class PathRunner:
         self.progress = progress
         self.results: list[PathResult] = []
 
-    def run(self, key: str, label: str, dtype: str, factory: Factory, probabilities: bool = False,
-            note: str = "") -> None:  # fmt: skip
+    def run(
+        self, key: str, label: str, dtype: str, factory: Factory, probabilities: bool = False, note: str = ""
+    ) -> None:
         c = self.config
         say(self.progress, logger, f"{label} ({dtype}): {c.warmup} warm-up + {c.repeats} timed requests")
         result = PathResult(key, label, dtype, self.documents, note=note)
@@ -117,8 +118,10 @@ def run_compare(config: CompareConfig, out: Path, progress: Progress | None = No
     inputs = build_inputs(model.artifacts["fp32"], query, documents, config.guideline_tokens)
     tokens = inputs.token_counts()
     say(progress, logger, f"request: 1 query x {len(documents)} documents, {tokens}")
-    build_s = {**model.build_s, "export_optimum": export_optimum(model.checkpoint, model.sha256,
-                                                                 out / model.name / "optimum", progress)}
+    build_s = {
+        **model.build_s,
+        "export_optimum": export_optimum(model.checkpoint, model.sha256, out / model.name / "optimum", progress),
+    }
     runner = PathRunner(config, len(documents), progress)
     threads = config.threads
 
@@ -130,32 +133,56 @@ def run_compare(config: CompareConfig, out: Path, progress: Progress | None = No
             if torch_model is None:
                 torch_model = load_model(model.checkpoint, threads)
             return make(torch_model), _no_close
+
         return factory
 
     runner.run(REFERENCE, "transformers forward, full logits (naive)", "fp32", torch_path(lambda m: naive(m, inputs)))
-    runner.run("generate_fp32", "transformers generate(max_new_tokens=1)", "fp32",
-               torch_path(lambda m: generate(m, inputs)))
-    runner.run("reason_first_fp32", f"reason first: {config.reason_tokens} tokens, then the grade", "fp32",
-               torch_path(lambda m: reason_first(m, inputs, config.reason_tokens)),
-               note=f"torch generate with a KV cache, exactly {config.reason_tokens} explanation tokens (greedy) "
-                    "before the grade; its grade is a different prediction, so agreement is not expected")
+    runner.run(
+        "generate_fp32", "transformers generate(max_new_tokens=1)", "fp32", torch_path(lambda m: generate(m, inputs))
+    )
+    runner.run(
+        "reason_first_fp32",
+        f"reason first: {config.reason_tokens} tokens, then the grade",
+        "fp32",
+        torch_path(lambda m: reason_first(m, inputs, config.reason_tokens)),
+        note=f"torch generate with a KV cache, exactly {config.reason_tokens} explanation tokens (greedy) "
+        "before the grade; its grade is a different prediction, so agreement is not expected",
+    )
     torch_model = None
     gc.collect()
-    runner.run("optimum_fp32", "optimum ORTModelForCausalLM", "fp32",
-               lambda: (optimum_call(out / model.name / "optimum", inputs, threads), _no_close))
+    runner.run(
+        "optimum_fp32",
+        "optimum ORTModelForCausalLM",
+        "fp32",
+        lambda: (optimum_call(out / model.name / "optimum", inputs, threads), _no_close),
+    )
     for dtype in ("fp32", "int8"):
         artifact = model.artifacts[dtype]
-        runner.run(f"engine_prefix_{dtype}", "afrl engine, shared prefix", dtype,
-                   lambda a=artifact: engine_call(a, inputs, threads, shared_prefix=True), probabilities=True)
-        runner.run(f"engine_plain_{dtype}", "afrl engine, no shared prefix", dtype,
-                   lambda a=artifact: engine_call(a, inputs, threads, shared_prefix=False), probabilities=True)
+        runner.run(
+            f"engine_prefix_{dtype}",
+            "afrl engine, shared prefix",
+            dtype,
+            lambda a=artifact: engine_call(a, inputs, threads, shared_prefix=True),
+            probabilities=True,
+        )
+        runner.run(
+            f"engine_plain_{dtype}",
+            "afrl engine, no shared prefix",
+            dtype,
+            lambda a=artifact: engine_call(a, inputs, threads, shared_prefix=False),
+            probabilities=True,
+        )
     runner.check(REFERENCE)
 
     table = rows(runner.results, REFERENCE)
     report = {
         "config": asdict(config),
-        "model": {"name": model.name, "checkpoint": str(model.checkpoint), "sha256": model.sha256,
-                  "artifacts": {k: str(v) for k, v in model.artifacts.items()}},
+        "model": {
+            "name": model.name,
+            "checkpoint": str(model.checkpoint),
+            "sha256": model.sha256,
+            "artifacts": {k: str(v) for k, v in model.artifacts.items()},
+        },
         "threads": {"torch_intra_op": threads, "onnxruntime_intra_op": threads},
         "request": {"query": query, "documents": len(documents), **tokens},
         "machine": {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine()},
@@ -164,8 +191,10 @@ def run_compare(config: CompareConfig, out: Path, progress: Progress | None = No
         "table": table,
     }
     (out / "compare.json").write_text(json.dumps(report, indent=2))
-    title = (f"{model.name}: 1 query x {len(documents)} documents, guideline {tokens['guideline_tokens']} tokens, "
-             f"{threads} threads, median of {config.repeats}")
+    title = (
+        f"{model.name}: 1 query x {len(documents)} documents, guideline {tokens['guideline_tokens']} tokens, "
+        f"{threads} threads, median of {config.repeats}"
+    )
     plot(table, out / "compare.png", title)
     say(progress, logger, f"wrote {out / 'compare.json'} and {out / 'compare.png'}")
     return report

@@ -39,8 +39,9 @@ class PathResult:
         return self.documents / statistics.median(self.seconds)
 
 
-def time_path(call: Callable[[], np.ndarray], warmup: int, repeats: int, probabilities: bool = False
-              ) -> tuple[list[float], np.ndarray]:  # fmt: skip
+def time_path(
+    call: Callable[[], np.ndarray], warmup: int, repeats: int, probabilities: bool = False
+) -> tuple[list[float], np.ndarray]:
     """Seconds of each timed call and the (B, K) label probabilities of the last one."""
     out = None
     for _ in range(warmup):

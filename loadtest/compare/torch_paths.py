@@ -58,9 +58,15 @@ def generate(model, inputs: CompareInputs, new_tokens: int = 1) -> Callable[[], 
         ids, mask = _tensors(inputs)
         with torch.inference_mode():
             out = model.generate(
-                input_ids=ids, attention_mask=mask, max_new_tokens=new_tokens, min_new_tokens=new_tokens,
-                do_sample=False, output_logits=True, return_dict_in_generate=True, pad_token_id=inputs.pad_id,
-            )  # fmt: skip
+                input_ids=ids,
+                attention_mask=mask,
+                max_new_tokens=new_tokens,
+                min_new_tokens=new_tokens,
+                do_sample=False,
+                output_logits=True,
+                return_dict_in_generate=True,
+                pad_token_id=inputs.pad_id,
+            )
         return out.logits[-1][:, inputs.label_token_ids].float().numpy()  # raw logits of the last step (B, V)
 
     return call

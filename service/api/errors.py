@@ -132,9 +132,7 @@ _HTTP_TYPES = {404: "not_found", 405: "method_not_allowed"}
 
 
 async def _http_exception(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-    return error_response(
-        exc.status_code, _HTTP_TYPES.get(exc.status_code, "http_error"), str(exc.detail), exc.headers
-    )
+    return error_response(exc.status_code, _HTTP_TYPES.get(exc.status_code, "http_error"), str(exc.detail), exc.headers)
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -71,8 +71,12 @@ EVENT_STREAM = {
     "text/event-stream": {
         "schema": {
             "description": "a score event per document, reasoning deltas if asked, then done (or error)",
-            "oneOf": [_event("score", ScoreResult), _event("reasoning", ReasoningEvent),
-                      _event("done", DoneEvent), _event("error", ErrorResponse)],  # fmt: skip
+            "oneOf": [
+                _event("score", ScoreResult),
+                _event("reasoning", ReasoningEvent),
+                _event("done", DoneEvent),
+                _event("error", ErrorResponse),
+            ],
         }
     }
 }

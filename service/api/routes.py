@@ -1,11 +1,11 @@
 """HTTP routes: thin wrappers that parse, delegate and answer.
 
-    POST /v1/score     grades (service.api.serving), or an event stream (service.api.streaming)
-    POST /v1/rerank    Cohere/Jina rerank (service.api.serving_rerank); /v2/rerank the same
-    GET  /health/live  the process answers and its backend is not wedged (503: restart it)
-    GET  /health/ready the model is loaded and warmed, not draining, no forward pass stuck (503 otherwise)
-    GET  /metrics      Prometheus text
-    GET  /info         model, label set, limits
+POST /v1/score     grades (service.api.serving), or an event stream (service.api.streaming)
+POST /v1/rerank    Cohere/Jina rerank (service.api.serving_rerank); /v2/rerank the same
+GET  /health/live  the process answers and its backend is not wedged (503: restart it)
+GET  /health/ready the model is loaded and warmed, not draining, no forward pass stuck (503 otherwise)
+GET  /metrics      Prometheus text
+GET  /info         model, label set, limits
 """
 
 from __future__ import annotations
@@ -118,8 +118,9 @@ async def metrics(request: Request) -> Response:
     return Response(_runtime(request).metrics.render(), media_type=CONTENT_TYPE)
 
 
-@router.get("/info", dependencies=[Depends(require_api_key)], response_model_exclude_none=True,
-            responses=errors(401, 503))  # fmt: skip
+@router.get(
+    "/info", dependencies=[Depends(require_api_key)], response_model_exclude_none=True, responses=errors(401, 503)
+)
 async def info(request: Request) -> InfoResponse:
     runtime = _runtime(request)
     engine = ready_engine(runtime)

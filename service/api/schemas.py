@@ -69,8 +69,10 @@ class ScoreRequest(BaseModel):
         for i, item in enumerate(value):
             if isinstance(item, str):
                 continue
-            if isinstance(item, dict) and isinstance(item.get("text"), str) and (
-                item.get("id") is None or isinstance(item.get("id"), str)
+            if (
+                isinstance(item, dict)
+                and isinstance(item.get("text"), str)
+                and (item.get("id") is None or isinstance(item.get("id"), str))
             ):
                 continue
             raise ValueError(f"item {i} must be {_DOCUMENT_SHAPE}, got {_json_type(item)}")

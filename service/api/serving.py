@@ -169,12 +169,18 @@ async def serve_score(runtime: ServiceRuntime, request: ScoreRequest, arrived: f
     return json_response(body, timing_headers(outcome.queue_seconds, outcome.inference_seconds))
 
 
-def score_result(index: int, doc_id: str | None, grade: GradeResult, truncated: bool,
-                 reasoning: str | None = None) -> ScoreResult:  # fmt: skip
+def score_result(
+    index: int, doc_id: str | None, grade: GradeResult, truncated: bool, reasoning: str | None = None
+) -> ScoreResult:
     return ScoreResult(
-        index=index, id=doc_id, grade=grade.grade, probs=grade.probs, score=grade.score,
-        truncated=True if truncated else None, reasoning=reasoning,
-    )  # fmt: skip
+        index=index,
+        id=doc_id,
+        grade=grade.grade,
+        probs=grade.probs,
+        score=grade.score,
+        truncated=True if truncated else None,
+        reasoning=reasoning,
+    )
 
 
 def build_response(model_name: str, request: ScoreRequest, outcome: ScoreOutcome) -> ScoreResponse:

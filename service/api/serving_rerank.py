@@ -37,8 +37,9 @@ from service.engine import ScoreOutcome
 from service.runtime import ServiceRuntime
 
 
-async def serve_rerank(runtime: ServiceRuntime, request: RerankRequest, arrived: float, http: Request,
-                       api_version: str) -> Response:  # fmt: skip
+async def serve_rerank(
+    runtime: ServiceRuntime, request: RerankRequest, arrived: float, http: Request, api_version: str
+) -> Response:
     texts = request.texts()
     check_limits(runtime, request.query, texts)
     engine = ready_engine(runtime)
@@ -52,8 +53,9 @@ async def serve_rerank(runtime: ServiceRuntime, request: RerankRequest, arrived:
     return json_response(body, timing_headers(outcome.queue_seconds, outcome.inference_seconds))
 
 
-def build_rerank_response(model_name: str, request: RerankRequest, texts: list[str], outcome: ScoreOutcome,
-                          api_version: str) -> RerankResponse:  # fmt: skip
+def build_rerank_response(
+    model_name: str, request: RerankRequest, texts: list[str], outcome: ScoreOutcome, api_version: str
+) -> RerankResponse:
     order = sorted(range(len(texts)), key=lambda i: (-outcome.results[i].score, i))[: request.top_n]
     results = [
         RerankResult(
@@ -70,7 +72,8 @@ def build_rerank_response(model_name: str, request: RerankRequest, texts: list[s
         id=str(uuid.uuid4()),
         model=model_name,
         results=results,
-        meta=RerankMeta(api_version=ApiVersion(version=api_version), tokens=RerankTokens(input_tokens=tokens),
-                        warnings=warnings),  # fmt: skip
+        meta=RerankMeta(
+            api_version=ApiVersion(version=api_version), tokens=RerankTokens(input_tokens=tokens), warnings=warnings
+        ),
         usage=RerankUsage(prompt_tokens=tokens, total_tokens=tokens),
     )

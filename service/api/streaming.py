@@ -54,9 +54,15 @@ class EventStreamResponse(StreamingResponse):
     """A StreamingResponse that always runs `on_close`, even if the body never started."""
 
     def __init__(self, content: AsyncIterator[bytes], on_close: Callable[[], None], headers: dict[str, str]):
-        super().__init__(content, media_type=MEDIA_TYPE, headers={
-            "cache-control": "no-cache", "x-accel-buffering": "no", **headers,
-        })  # fmt: skip
+        super().__init__(
+            content,
+            media_type=MEDIA_TYPE,
+            headers={
+                "cache-control": "no-cache",
+                "x-accel-buffering": "no",
+                **headers,
+            },
+        )
         self._on_close = on_close
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -67,8 +73,9 @@ class EventStreamResponse(StreamingResponse):
             self._on_close()
 
 
-async def serve_score_stream(runtime: ServiceRuntime, request: ScoreRequest, arrived: float,
-                             http: Request) -> EventStreamResponse:  # fmt: skip
+async def serve_score_stream(
+    runtime: ServiceRuntime, request: ScoreRequest, arrived: float, http: Request
+) -> EventStreamResponse:
     texts = request.texts()
     check_limits(runtime, request.query, texts)
     engine = ready_engine(runtime)
@@ -89,14 +96,18 @@ async def serve_score_stream(runtime: ServiceRuntime, request: ScoreRequest, arr
     return EventStreamResponse(events, held.close, timing_headers(run.queue_seconds, run.inference_seconds))
 
 
-async def _events(run: ScoreRun, scores: AsyncIterator[list[int]], first: list[int], request: ScoreRequest,
-                  explain: int, model_name: str) -> AsyncIterator[bytes]:  # fmt: skip
+async def _events(
+    run: ScoreRun,
+    scores: AsyncIterator[list[int]],
+    first: list[int],
+    request: ScoreRequest,
+    explain: int,
+    model_name: str,
+) -> AsyncIterator[bytes]:
     ids = request.ids()
 
     def score_events(rows: list[int]) -> bytes:
-        return b"".join(
-            sse("score", score_result(i, ids[i], run.results[i], run.truncated[i])) for i in sorted(rows)
-        )
+        return b"".join(sse("score", score_result(i, ids[i], run.results[i], run.truncated[i])) for i in sorted(rows))
 
     try:
         with engine_errors(run.engine):

@@ -42,7 +42,9 @@ def test_template_matches_chat_template_thinking_off(hf_tokenizer, template):
     q, d = "samsung galaxy s23 case", "Spigen case for Galaxy S23, black"
     expected = hf_tokenizer.apply_chat_template(
         [{"role": "system", "content": GUIDE}, {"role": "user", "content": f"Query: {q}\nDocument: {d}"}],
-        tokenize=False, add_generation_prompt=True, enable_thinking=False,
+        tokenize=False,
+        add_generation_prompt=True,
+        enable_thinking=False,
     )
     assert template.full_text(q, d) == expected
     assert expected.endswith("<|im_start|>assistant\n<think>\n\n</think>\n\n")
@@ -74,7 +76,7 @@ def test_truncation_keeps_suffix(template):
     (pair,) = enc.encode("q", ["word " * 100])
     assert pair.truncated
     assert len(pair.document_ids) == 8 + len(enc.suffix_ids)
-    assert pair.document_ids[-len(enc.suffix_ids):] == enc.suffix_ids
+    assert pair.document_ids[-len(enc.suffix_ids) :] == enc.suffix_ids
 
 
 def test_guideline_hash_checked(template):

@@ -37,8 +37,13 @@ def instructions(text: str) -> list[tuple[str, str, str]]:
 
 
 def requirements(runtime: str) -> list[str]:
-    done = subprocess.run([sys.executable, str(REQUIREMENTS_SCRIPT), "--runtime", runtime],
-                          cwd=REPO, capture_output=True, text=True, check=True)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, str(REQUIREMENTS_SCRIPT), "--runtime", runtime],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return done.stdout.split()
 
 
@@ -54,8 +59,9 @@ def hadolint() -> str:
 
 
 def test_hadolint_passes():
-    done = subprocess.run([hadolint(), "--failure-threshold", "warning", str(DOCKERFILE)],
-                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    done = subprocess.run(
+        [hadolint(), "--failure-threshold", "warning", str(DOCKERFILE)], capture_output=True, text=True, timeout=60
+    )
     assert done.returncode == 0, done.stdout + done.stderr
 
 
@@ -66,8 +72,9 @@ def test_hadolint_catches_a_bad_dockerfile(tmp_path):
 
 
 def test_every_copy_source_exists_and_is_in_the_build_context():
-    ignored = [ln.strip() for ln in (REPO / ".dockerignore").read_text().splitlines()
-               if ln.strip() and not ln.startswith("#")]  # fmt: skip
+    ignored = [
+        ln.strip() for ln in (REPO / ".dockerignore").read_text().splitlines() if ln.strip() and not ln.startswith("#")
+    ]
     copies = [args for _, word, args in instructions(DOCKERFILE.read_text()) if word == "COPY"]
     local = [args.split() for args in copies if "--from=" not in args]
     assert len(local) >= 10
@@ -131,9 +138,24 @@ def test_pip_resolves_the_serving_install_without_torch(tmp_path):
     listed = tmp_path / "requirements.txt"
     listed.write_text("\n".join(requirements("cpu")))
     report = tmp_path / "report.json"
-    done = subprocess.run([sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed", "--quiet",
-                           "--report", str(report), "-r", str(listed)],
-                          capture_output=True, text=True, timeout=180)  # fmt: skip
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--dry-run",
+            "--ignore-installed",
+            "--quiet",
+            "--report",
+            str(report),
+            "-r",
+            str(listed),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     offline = ("NewConnectionError", "Temporary failure in name resolution", "Max retries exceeded")
     if done.returncode != 0 and any(word in done.stderr for word in offline):
         pytest.skip("the package registry is unreachable")  # the offline metadata walk above still runs

@@ -46,7 +46,7 @@ def env(container: dict) -> dict[str, str]:
 @pytest.mark.parametrize("version", VERSIONS)
 def test_every_listed_manifest_is_valid_kubernetes(manifests, version):
     assert set(manifests) == {"Deployment", "Service", "PodDisruptionBudget", "HorizontalPodAutoscaler"}
-    for kind, doc in manifests.items():
+    for doc in manifests.values():
         kubernetes_validate.validate(doc, version, strict=True)  # raises with the path of the bad field
 
 
@@ -64,9 +64,11 @@ def test_probes_ports_and_selectors_match_the_service(manifests, container):
     assert int(env(container)["AFRL_PORT"]) == port["containerPort"]
     assert container["readinessProbe"]["httpGet"]["port"] == port["name"] == "http"
     pod_labels = manifests["Deployment"]["spec"]["template"]["metadata"]["labels"]
-    for selector in (manifests["Service"]["spec"]["selector"],
-                     manifests["PodDisruptionBudget"]["spec"]["selector"]["matchLabels"],
-                     manifests["Deployment"]["spec"]["selector"]["matchLabels"]):  # fmt: skip
+    for selector in (
+        manifests["Service"]["spec"]["selector"],
+        manifests["PodDisruptionBudget"]["spec"]["selector"]["matchLabels"],
+        manifests["Deployment"]["spec"]["selector"]["matchLabels"],
+    ):
         assert selector.items() <= pod_labels.items()
     assert manifests["Service"]["spec"]["ports"][0]["targetPort"] == port["name"]
     for name in set(env(container)) - {"AFRL_HOME"}:  # AFRL_HOME: afrl.paths, the default-model cache

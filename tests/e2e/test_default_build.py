@@ -8,14 +8,16 @@ from training import pipeline
 from training.model_factory import TinyQwen3Spec
 from training.sft import SFTConfig
 
-SMALL = TinyQwen3Spec(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-                      num_key_value_heads=1)
+SMALL = TinyQwen3Spec(
+    hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1
+)
 
 
 def test_first_start_builds_caches_and_reuses_the_default_model(tmp_path, monkeypatch):
     monkeypatch.setenv("AFRL_HOME", str(tmp_path))
-    small = pipeline.preset("default", n_queries=40, docs_per_query=4, model=SMALL,
-                            sft=SFTConfig(steps=3, batch_size=4, warmup_steps=1))
+    small = pipeline.preset(
+        "default", n_queries=40, docs_per_query=4, model=SMALL, sft=SFTConfig(steps=3, batch_size=4, warmup_steps=1)
+    )
     monkeypatch.setitem(pipeline.PRESETS, "default", small)
     messages: list[str] = []
     target = ensure_default_model(progress=messages.append)

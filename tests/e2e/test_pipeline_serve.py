@@ -19,14 +19,26 @@ DOCS = DOCUMENTS
 def afrl(*args: str, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
     import os
 
-    return subprocess.run([sys.executable, "-m", "afrl.cli", *args], capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, **(env or {})})
+    return subprocess.run(
+        [sys.executable, "-m", "afrl.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def test_pipeline_writes_checkpoint_artifact_and_report(ci_run):
     out, report = ci_run
-    for name in ("report.json", "sft_loss.png", "afrl-ci-tiny-qwen3/afrl.json", "afrl-ci-tiny-qwen3/config.json",
-                 "data/train.jsonl", "data/test.jsonl", "artifact/score.onnx"):
+    for name in (
+        "report.json",
+        "sft_loss.png",
+        "afrl-ci-tiny-qwen3/afrl.json",
+        "afrl-ci-tiny-qwen3/config.json",
+        "data/train.jsonl",
+        "data/test.jsonl",
+        "artifact/score.onnx",
+    ):
         assert (out / name).is_file(), name
     manifest = load_manifest(out / "artifact")
     assert manifest.model_name == "afrl-ci-tiny-qwen3"

@@ -14,15 +14,22 @@ from pathlib import Path
 
 import pytest
 import torch
+from export_testlib import GUIDELINE, VOCAB
 from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM, Qwen3Config, Qwen3ForCausalLM
 
 from afrl.tokenizer_files import qwen3_tokenizer_dir
 from export import artifact as artifact_module
 from export.artifact import export_artifact
-from export_testlib import GUIDELINE, VOCAB
 
-TINY = dict(vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-            num_attention_heads=2, num_key_value_heads=1, head_dim=16)
+TINY = dict(
+    vocab_size=VOCAB,
+    hidden_size=32,
+    intermediate_size=64,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    num_key_value_heads=1,
+    head_dim=16,
+)
 
 
 def save_tiny_checkpoint(folder: Path, model: torch.nn.Module, afrl: dict | None) -> Path:

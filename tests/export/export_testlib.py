@@ -38,7 +38,7 @@ def score(session: ort.InferenceSession, sequences: list[list[int]], pad: int = 
     ids = np.full((len(sequences), width), pad, dtype=np.int64)
     mask = np.zeros_like(ids)
     for row, seq in enumerate(sequences):
-        ids[row, width - len(seq):], mask[row, width - len(seq):] = seq, 1
+        ids[row, width - len(seq) :], mask[row, width - len(seq) :] = seq, 1
     return session.run(["label_logits"], {"input_ids": ids, "attention_mask": mask})[0]
 
 
@@ -49,13 +49,18 @@ def torch_label_logits(model: torch.nn.Module, sequences: list[list[int]], label
 
 
 def sessions(artifact: Path, manifest: Manifest) -> dict[str, ort.InferenceSession]:
-    return {name: ort.InferenceSession(str(artifact / spec.file), providers=["CPUExecutionProvider"])
-            for name, spec in manifest.graphs.items()}
+    return {
+        name: ort.InferenceSession(str(artifact / spec.file), providers=["CPUExecutionProvider"])
+        for name, spec in manifest.graphs.items()
+    }
 
 
 def shared_prefix_score(
-    prefix_session: ort.InferenceSession, score_prefix_session: ort.InferenceSession,
-    prefix: list[int], documents: list[list[int]], pad: int = 151643,
+    prefix_session: ort.InferenceSession,
+    score_prefix_session: ort.InferenceSession,
+    prefix: list[int],
+    documents: list[list[int]],
+    pad: int = 151643,
 ) -> tuple[np.ndarray, list[np.ndarray], list[np.ndarray], np.ndarray]:
     """Serving's shared-prefix path: prefix once, then all documents left-padded.
 
@@ -67,26 +72,32 @@ def shared_prefix_score(
     mask = np.zeros((len(documents), len(prefix) + width), dtype=np.int64)
     mask[:, : len(prefix)] = 1
     for row, doc in enumerate(documents):
-        ids[row, width - len(doc):] = doc
-        mask[row, mask.shape[1] - len(doc):] = 1
-    past = {i.name: c for i, c in zip(score_prefix_session.get_inputs()[2:], cache)}
+        ids[row, width - len(doc) :] = doc
+        mask[row, mask.shape[1] - len(doc) :] = 1
+    past = {i.name: c for i, c in zip(score_prefix_session.get_inputs()[2:], cache, strict=True)}
     logits, *own = score_prefix_session.run(None, {"input_ids": ids, "attention_mask": mask, **past})
     return logits, cache, own, mask
 
 
 def greedy_decode(
-    decode_session: ort.InferenceSession, cache: list[np.ndarray], own: list[np.ndarray], mask: np.ndarray,
-    first_tokens: list[int], steps: int,
+    decode_session: ort.InferenceSession,
+    cache: list[np.ndarray],
+    own: list[np.ndarray],
+    mask: np.ndarray,
+    first_tokens: list[int],
+    steps: int,
 ) -> np.ndarray:
     """Greedy continuation on the decode graph from prefix cache ++ own caches, feeding its own argmax. (B, steps)."""
     b = mask.shape[0]
-    past = [np.concatenate([np.repeat(c, b, axis=0), o], axis=2) for c, o in zip(cache, own)]
+    past = [np.concatenate([np.repeat(c, b, axis=0), o], axis=2) for c, o in zip(cache, own, strict=True)]
     names = [i.name for i in decode_session.get_inputs()[2:]]
     tokens = np.asarray(first_tokens, dtype=np.int64)[:, None]  # (B, 1)
     out = []
     for _ in range(steps):
         mask = np.concatenate([mask, np.ones((b, 1), dtype=np.int64)], axis=1)
-        logits, *past = decode_session.run(None, {"input_ids": tokens, "attention_mask": mask, **dict(zip(names, past))})
+        logits, *past = decode_session.run(
+            None, {"input_ids": tokens, "attention_mask": mask, **dict(zip(names, past, strict=True))}
+        )
         tokens = logits.argmax(-1)[:, None]
         out.append(tokens[:, 0])
     return np.stack(out, axis=1)
@@ -96,9 +107,16 @@ def greedy_decode(
 def torch_greedy(model: torch.nn.Module, sequence: list[int], steps: int) -> list[int]:
     """transformers' own greedy generation after `sequence`."""
     ids = torch.tensor([sequence])
-    out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=steps, min_new_tokens=steps,
-                         do_sample=False, pad_token_id=0, eos_token_id=None)
-    return out[0, len(sequence):].tolist()
+    out = model.generate(
+        ids,
+        attention_mask=torch.ones_like(ids),
+        max_new_tokens=steps,
+        min_new_tokens=steps,
+        do_sample=False,
+        pad_token_id=0,
+        eos_token_id=None,
+    )
+    return out[0, len(sequence) :].tolist()
 
 
 def prompt_groups(artifact: Path, manifest: Manifest) -> list[tuple[list[int], list[list[int]]]]:
@@ -107,4 +125,6 @@ def prompt_groups(artifact: Path, manifest: Manifest) -> list[tuple[list[int], l
     queries: dict[str, list[str]] = {}
     for q, d in PAIRS:
         queries.setdefault(q, []).append(d)
-    return [(encoder.encode_prefix(q), [ids for ids, _ in encoder.encode_documents(docs)]) for q, docs in queries.items()]
+    return [
+        (encoder.encode_prefix(q), [ids for ids, _ in encoder.encode_documents(docs)]) for q, docs in queries.items()
+    ]

@@ -37,8 +37,10 @@ def test_batched_equals_single(fp32_artifact):
 def test_manifest_records_what_serving_needs(fp32_artifact, qwen3_checkpoint):
     manifest = load_manifest(fp32_artifact)
     assert manifest.graphs["score"].model_dump() == {
-        "file": "score.onnx", "dtype": "fp32",
-        "inputs": ["input_ids", "attention_mask"], "outputs": ["label_logits"],
+        "file": "score.onnx",
+        "dtype": "fp32",
+        "inputs": ["input_ids", "attention_mask"],
+        "outputs": ["label_logits"],
     }
     cache = ["past.0.key", "past.0.value", "past.1.key", "past.1.value"]
     present = [n.replace("past", "present") for n in cache]
@@ -46,7 +48,12 @@ def test_manifest_records_what_serving_needs(fp32_artifact, qwen3_checkpoint):
     assert manifest.graphs["score_prefix"].inputs == ["input_ids", "attention_mask", *cache]
     assert manifest.graphs["score_prefix"].outputs == ["label_logits", *present]
     assert manifest.graphs["decode"].outputs == ["logits", *present]
-    assert {spec.file for spec in manifest.graphs.values()} == {"score.onnx", "prefix.onnx", "score_prefix.onnx", "decode.onnx"}
+    assert {spec.file for spec in manifest.graphs.values()} == {
+        "score.onnx",
+        "prefix.onnx",
+        "score_prefix.onnx",
+        "decode.onnx",
+    }
     for figure in ("score_prefix.max_abs_diff", "score_prefix.vs_score_max_abs_diff", "decode.max_abs_diff"):
         assert manifest.parity[figure] <= 1e-4, figure
     assert manifest.parity["decode.token_agreement"] == 1.0 and manifest.parity["decode.steps"] >= 4
@@ -80,7 +87,12 @@ def test_llama_with_untied_head_exports_every_graph_when_guideline_given(llama_c
 
     manifest = export_artifact(llama_checkpoint, tmp_path / "llama", guideline=GUIDELINE)
     assert set(manifest.graphs) == {"score", "prefix", "score_prefix", "decode"}
-    for figure in ("max_abs_diff", "score_prefix.max_abs_diff", "score_prefix.vs_score_max_abs_diff", "decode.max_abs_diff"):
+    for figure in (
+        "max_abs_diff",
+        "score_prefix.max_abs_diff",
+        "score_prefix.vs_score_max_abs_diff",
+        "decode.max_abs_diff",
+    ):
         assert manifest.parity[figure] <= 1e-4, figure
     assert manifest.parity["decode.token_agreement"] == 1.0
     assert load_manifest(tmp_path / "llama").prompt.guideline == GUIDELINE
@@ -97,12 +109,15 @@ def test_score_graph_alone_keeps_the_single_file_layout(qwen3_checkpoint, tmp_pa
     assert not any(key.startswith(("score_prefix.", "decode.")) for key in manifest.parity)
 
 
-@pytest.mark.parametrize("graphs, message", [
-    (("prefix", "score_prefix"), "score graph is required"),
-    (("score", "score_prefix"), "export 'prefix' too"),
-    (("score", "prefix", "decode"), "decode continues from score_prefix"),
-    (("score", "logits"), "unknown graphs"),
-])
+@pytest.mark.parametrize(
+    "graphs, message",
+    [
+        (("prefix", "score_prefix"), "score graph is required"),
+        (("score", "score_prefix"), "export 'prefix' too"),
+        (("score", "prefix", "decode"), "decode continues from score_prefix"),
+        (("score", "logits"), "unknown graphs"),
+    ],
+)
 def test_graph_choice_is_checked_before_any_work(qwen3_checkpoint, tmp_path, graphs, message):
     with pytest.raises(ValueError, match=message):
         export_artifact(qwen3_checkpoint, tmp_path / "out", graphs=graphs)
@@ -114,7 +129,7 @@ def test_int8_loads_and_agrees_on_grades(int8_artifact, fp32_artifact, qwen3_mod
     assert manifest.graphs["score"].dtype == "int8"
     got = grade_results(score(session, sequences), manifest.labels.values)
     want = grade_results(torch_label_logits(qwen3_model, sequences, manifest.labels.token_ids), manifest.labels.values)
-    assert np.mean([a.grade == b.grade for a, b in zip(got, want)]) >= 0.75  # 4 prompts: at most one flip
+    assert np.mean([a.grade == b.grade for a, b in zip(got, want, strict=True)]) >= 0.75  # 4 prompts: at most one flip
     assert manifest.parity["grade_agreement"] >= 0.99 and manifest.parity["score_prefix.grade_agreement"] >= 0.99
     assert manifest.parity["expected_grade_mae"] <= 0.05 and manifest.parity["score_prefix.expected_grade_mae"] <= 0.05
     assert {spec.dtype for spec in manifest.graphs.values()} == {"int8"}
@@ -133,7 +148,7 @@ def test_failed_export_leaves_nothing(qwen3_checkpoint, tmp_path, monkeypatch):
         return Path(path)
 
     monkeypatch.setattr(artifact_module, "export_graph", broken_export)
-    with pytest.raises(Exception):
+    with pytest.raises(Exception):  # noqa: B017 - whatever the broken graph raises
         export_artifact(qwen3_checkpoint, tmp_path / "out")
     assert list(tmp_path.iterdir()) == []
 

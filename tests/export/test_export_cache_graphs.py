@@ -22,7 +22,7 @@ from onnx import numpy_helper
 
 from afrl.manifest import load_manifest
 from export.float16 import convert_fp16
-from export.validate import OutputNameError, ParityError, TOLERANCES
+from export.validate import TOLERANCES, OutputNameError, ParityError
 from export.validate_cache import validate_cache_graphs
 
 
@@ -33,7 +33,9 @@ def test_prefix_once_then_documents_equals_the_full_score_graph(fp32_artifact, q
         logits, cache, own, _ = shared_prefix_score(run["prefix"], run["score_prefix"], prefix, documents)
         full = [prefix + doc for doc in documents]
         np.testing.assert_allclose(logits, score(run["score"], full), rtol=0, atol=1e-4)
-        np.testing.assert_allclose(logits, torch_label_logits(qwen3_model, full, manifest.labels.token_ids), rtol=0, atol=1e-4)
+        np.testing.assert_allclose(
+            logits, torch_label_logits(qwen3_model, full, manifest.labels.token_ids), rtol=0, atol=1e-4
+        )
         assert [c.shape for c in cache] == [(1, 1, len(prefix), 16)] * 4  # (1, Hkv, P, D)
         assert [o.shape for o in own] == [(len(documents), 1, max(map(len, documents)), 16)] * 4  # (B, Hkv, T, D)
 
@@ -46,7 +48,7 @@ def test_decode_continues_the_score_cache_like_torch_greedy(fp32_artifact, qwen3
     logits, cache, own, mask = shared_prefix_score(run["prefix"], run["score_prefix"], prefix, documents)
     grades = [manifest.labels.token_ids[int(i)] for i in logits.argmax(-1)]
     tokens = greedy_decode(run["decode"], cache, own, mask, grades, steps=6)  # (B, 6)
-    for row, (doc, grade) in enumerate(zip(documents, grades)):
+    for row, (doc, grade) in enumerate(zip(documents, grades, strict=True)):
         assert tokens[row].tolist() == torch_greedy(qwen3_model, prefix + doc + [grade], steps=6)
 
 
@@ -67,14 +69,21 @@ def test_cache_graph_errors_name_the_graph_and_figure(fp32_artifact, qwen3_model
 def test_fp16_graphs_match_torch_and_keep_float32_logits(fp16_artifact, qwen3_model):
     manifest = load_manifest(fp16_artifact)
     assert {spec.dtype for spec in manifest.graphs.values()} == {"fp16"}
-    for figure in ("max_abs_diff", "score_prefix.max_abs_diff", "score_prefix.vs_score_max_abs_diff", "decode.max_abs_diff"):
+    for figure in (
+        "max_abs_diff",
+        "score_prefix.max_abs_diff",
+        "score_prefix.vs_score_max_abs_diff",
+        "decode.max_abs_diff",
+    ):
         assert manifest.parity[figure] <= TOLERANCES["fp16"].max_abs_diff, figure
     run = sessions(fp16_artifact, manifest)
     prefix, documents = max(prompt_groups(fp16_artifact, manifest), key=lambda g: len(g[1]))
     logits, cache, own, _ = shared_prefix_score(run["prefix"], run["score_prefix"], prefix, documents)
     full = [prefix + doc for doc in documents]
     assert logits.dtype == np.float32 and cache[0].dtype == np.float16 and own[0].dtype == np.float16
-    np.testing.assert_allclose(logits, torch_label_logits(qwen3_model, full, manifest.labels.token_ids), rtol=0, atol=2e-2)
+    np.testing.assert_allclose(
+        logits, torch_label_logits(qwen3_model, full, manifest.labels.token_ids), rtol=0, atol=2e-2
+    )
     assert {o.type for o in run["decode"].get_outputs()[1:]} == {"tensor(float16)"}
     assert run["decode"].get_outputs()[0].type == "tensor(float)"
 
@@ -100,7 +109,9 @@ def test_fp16_keeps_norm_statistics_in_float32(fp32_artifact, tmp_path):
 
     assert np.abs(run("loud16.onnx") - run("loud.onnx")).max() <= 2e-2
 
-    converted = onnx.load(tmp_path / "loud16.onnx")  # (the converter's value_info; onnx shape inference rejects its output)
+    converted = onnx.load(
+        tmp_path / "loud16.onnx"
+    )  # (the converter's value_info; onnx shape inference rejects its output)
     types = {v.name: v.type.tensor_type.elem_type for v in converted.graph.value_info}
     consumers = {}
     for node in converted.graph.node:

@@ -64,7 +64,10 @@ def test_parity_error_names_the_figure(fp32_artifact, qwen3_model):
     assert figures["grade_agreement"] == 1.0 and figures["max_abs_diff"] <= 1e-4
     with pytest.raises(ParityError, match="grade agreement"):
         validate_score_graph(
-            fp32_artifact / "score.onnx", qwen3_model, manifest.labels, sequences,
+            fp32_artifact / "score.onnx",
+            qwen3_model,
+            manifest.labels,
+            sequences,
             tolerance=Tolerance(min_grade_agreement=1.01),
         )
 

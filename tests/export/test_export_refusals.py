@@ -48,7 +48,9 @@ def test_graph_whose_outputs_break_the_contract(artifact):
     """decode.onnx replaced by a graph that returns logits but no cache, manifest re-hashed."""
     ids = helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "sequence"])
     out = helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", "sequence"])
-    graph = helper.make_graph([helper.make_node("Cast", ["input_ids"], ["logits"], to=TensorProto.FLOAT)], "g", [ids], [out])
+    graph = helper.make_graph(
+        [helper.make_node("Cast", ["input_ids"], ["logits"], to=TensorProto.FLOAT)], "g", [ids], [out]
+    )
     onnx.save(helper.make_model(graph), artifact / "decode.onnx")
     rewrite_manifest(artifact)
     with pytest.raises(ArtifactError, match=r"decode.onnx: the decode graph has inputs \['input_ids'\]"):
@@ -60,15 +62,22 @@ def test_manifest_io_that_is_not_the_contract(artifact):
     spec = manifest.graphs["score_prefix"]
     wrong = spec.model_copy(update={"outputs": ["logits", *spec.outputs[1:]]})
     rewrite_manifest(artifact, graphs={**manifest.graphs, "score_prefix": wrong})
-    with pytest.raises(ArtifactError, match=r"score_prefix graph outputs are .*'logits'.* the contract says .*'label_logits'"):
+    with pytest.raises(
+        ArtifactError, match=r"score_prefix graph outputs are .*'logits'.* the contract says .*'label_logits'"
+    ):
         verify_artifact(artifact)
 
 
 def test_layer_counts_must_agree(artifact):
     manifest = load_manifest(artifact)
     three = graphs.graph_io("decode", 3)
-    rewrite_manifest(artifact, graphs={**manifest.graphs, "decode": manifest.graphs["decode"].model_copy(
-        update={"inputs": three[0], "outputs": three[1]})})
+    rewrite_manifest(
+        artifact,
+        graphs={
+            **manifest.graphs,
+            "decode": manifest.graphs["decode"].model_copy(update={"inputs": three[0], "outputs": three[1]}),
+        },
+    )
     with pytest.raises(ArtifactError, match="decode graph inputs"):
         verify_artifact(artifact)
 
@@ -83,7 +92,9 @@ def test_label_mismatch(artifact):
 
 def test_label_count_must_match_the_graph(artifact):
     manifest = load_manifest(artifact)
-    labels = manifest.labels.model_copy(update={"values": [0, 1, 2, 3], "tokens": list("0123"), "token_ids": [15, 16, 17, 18]})
+    labels = manifest.labels.model_copy(
+        update={"values": [0, 1, 2, 3], "tokens": list("0123"), "token_ids": [15, 16, 17, 18]}
+    )
     rewrite_manifest(artifact, labels=labels)
     with pytest.raises(ArtifactError, match="label_logits is 5 wide, the manifest lists 4 labels"):
         verify_artifact(artifact)

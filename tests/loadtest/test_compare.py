@@ -9,15 +9,39 @@ import pytest
 
 from afrl.cli import main
 
-PATHS = {"naive_fp32", "generate_fp32", "optimum_fp32", "reason_first_fp32", "engine_prefix_fp32",
-         "engine_plain_fp32", "engine_prefix_int8", "engine_plain_int8"}
+PATHS = {
+    "naive_fp32",
+    "generate_fp32",
+    "optimum_fp32",
+    "reason_first_fp32",
+    "engine_prefix_fp32",
+    "engine_plain_fp32",
+    "engine_prefix_int8",
+    "engine_plain_int8",
+}
 SAME_PREDICTION_FP32 = {"generate_fp32", "optimum_fp32", "engine_prefix_fp32", "engine_plain_fp32"}
 
 
 def test_compare_runs_every_path(tiny_artifact, reused_fp32_graphs, tmp_path, capsys):
     out = tmp_path / "compare"
-    args = ["bench", "compare", "--model", str(tiny_artifact), "--documents", "4", "--guideline-tokens", "40",
-            "--repeats", "1", "--warmup", "0", "--reason-tokens", "3", "--out", str(out)]
+    args = [
+        "bench",
+        "compare",
+        "--model",
+        str(tiny_artifact),
+        "--documents",
+        "4",
+        "--guideline-tokens",
+        "40",
+        "--repeats",
+        "1",
+        "--warmup",
+        "0",
+        "--reason-tokens",
+        "3",
+        "--out",
+        str(out),
+    ]
     assert main(args) == 0
     report = json.loads((out / "compare.json").read_text())
     table = {row["key"]: row for row in report["table"]}

@@ -13,8 +13,21 @@ def test_dry_run_times_both_paths(tiny_checkpoint, reused_fp32_graphs, tmp_path,
     spec = importlib.util.spec_from_file_location("gpu_bench", SCRIPT)
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
-    report = script.main(["--tiny", "--providers", "CPUExecutionProvider", "--checkpoint", str(tiny_checkpoint),
-                          "--shapes", "1x16,2x16", "--repeats", "1", "--out", str(tmp_path)])
+    report = script.main(
+        [
+            "--tiny",
+            "--providers",
+            "CPUExecutionProvider",
+            "--checkpoint",
+            str(tiny_checkpoint),
+            "--shapes",
+            "1x16,2x16",
+            "--repeats",
+            "1",
+            "--out",
+            str(tmp_path),
+        ]
+    )
     paths = report["paths"]
     assert not [name for name, step in paths.items() if "error" in step], paths
     assert paths["export"]["parity"]["max_abs_diff"] < 2e-2

@@ -30,8 +30,25 @@ def test_mix_is_skewed_toward_small_requests_with_some_streams():
 def test_load_run_writes_figures(tiny_artifact, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("AFRL_MAX_NEW_TOKENS", "16")  # the server's: short explanations, so streams finish in time
     out = tmp_path / "load"
-    assert main(["bench", "load", "--model", str(tiny_artifact), "--users", "4", "--spawn-rate", "4",
-                 "--duration", "5s", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "bench",
+                "load",
+                "--model",
+                str(tiny_artifact),
+                "--users",
+                "4",
+                "--spawn-rate",
+                "4",
+                "--duration",
+                "5s",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     with open(out / "load.csv", newline="") as f:
         rows = {r["kind"]: r for r in csv.DictReader(f)}
     assert set(rows) == {k.name for k in request_kinds()} | {"all"}

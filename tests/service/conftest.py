@@ -82,11 +82,19 @@ def prefix_artifact_dir(tmp_path_factory, tokenizer) -> Path:
     specs = {
         "score": SCORE_SPEC,
         "prefix": GraphSpec(file="prefix.onnx", dtype="fp32", inputs=["input_ids"], outputs=present),
-        "score_prefix": GraphSpec(file="score_prefix.onnx", dtype="fp32",
-                                  inputs=["input_ids", "attention_mask", *past], outputs=["label_logits", *present]),
-        "decode": GraphSpec(file="decode.onnx", dtype="fp32",
-                            inputs=["input_ids", "attention_mask", *past], outputs=["logits", *present]),
-    }  # fmt: skip
+        "score_prefix": GraphSpec(
+            file="score_prefix.onnx",
+            dtype="fp32",
+            inputs=["input_ids", "attention_mask", *past],
+            outputs=["label_logits", *present],
+        ),
+        "decode": GraphSpec(
+            file="decode.onnx",
+            dtype="fp32",
+            inputs=["input_ids", "attention_mask", *past],
+            outputs=["logits", *present],
+        ),
+    }
     return write_artifact(tmp_path_factory.mktemp("prefix_artifact"), tokenizer, specs)
 
 
@@ -106,8 +114,14 @@ def make_client(artifact_dir, prefix_artifact_dir) -> Iterator[Callable[..., tup
     """
     stack = ExitStack()
 
-    def make(backend: FakeBackend | None = None, onnx: bool = False, prefix: bool = False, wait: bool = True,
-             raise_server_exceptions: bool = True, **overrides):  # fmt: skip
+    def make(
+        backend: FakeBackend | None = None,
+        onnx: bool = False,
+        prefix: bool = False,
+        wait: bool = True,
+        raise_server_exceptions: bool = True,
+        **overrides,
+    ):
         overrides.setdefault("intra_op_threads", 1)
         settings = ServiceSettings(model=prefix_artifact_dir if prefix else artifact_dir, **overrides)
         if prefix:

@@ -84,8 +84,9 @@ def chain_ids(tokenizer) -> list[int]:
     return ids
 
 
-def write_tiny_prefix_graphs(folder: Path, num_labels: int, vocab_size: int, chain: list[int],
-                             grade_ids: list[int], layers: int = 2) -> None:  # fmt: skip
+def write_tiny_prefix_graphs(
+    folder: Path, num_labels: int, vocab_size: int, chain: list[int], grade_ids: list[int], layers: int = 2
+) -> None:
     """prefix, score_prefix and decode graphs satisfying afrl/graphs.py over the tiny score graph's table.
 
     KV: every layer's key and value at a position is table[id % TABLE_ROWS] (Hkv=1, D=K).
@@ -102,7 +103,7 @@ def write_tiny_prefix_graphs(folder: Path, num_labels: int, vocab_size: int, cha
     nxt = np.full(vocab_size, chain[-1], dtype=np.int64)
     for g in grade_ids:
         nxt[g] = chain[0]
-    for a, b in zip(chain, chain[1:]):
+    for a, b in zip(chain, chain[1:], strict=True):
         nxt[a] = b
     table = [
         numpy_helper.from_array(onnx_table(k), "table"),
@@ -133,9 +134,13 @@ def write_tiny_prefix_graphs(folder: Path, num_labels: int, vocab_size: int, cha
     # prefix: (1, P) -> present (1, 1, P, K)
     nodes = embed(graphs.INPUT_IDS, "emb") + [helper.make_node("Unsqueeze", ["emb", "axis1"], ["kv"])]
     nodes += [helper.make_node("Identity", ["kv"], [name]) for name in present]
-    save_graph(graphs.PREFIX, nodes,
-               [helper.make_tensor_value_info(graphs.INPUT_IDS, TensorProto.INT64, [1, "prefix"])],
-               [kv_info(n, 1, "prefix") for n in present], [one])  # fmt: skip
+    save_graph(
+        graphs.PREFIX,
+        nodes,
+        [helper.make_tensor_value_info(graphs.INPUT_IDS, TensorProto.INT64, [1, "prefix"])],
+        [kv_info(n, 1, "prefix") for n in present],
+        [one],
+    )
 
     # score_prefix
     inits = [
@@ -163,13 +168,14 @@ def write_tiny_prefix_graphs(folder: Path, num_labels: int, vocab_size: int, cha
     ]
     nodes += [helper.make_node("Identity", ["kv"], [name]) for name in present]
     save_graph(
-        graphs.SCORE_PREFIX, nodes,
+        graphs.SCORE_PREFIX,
+        nodes,
         [ids_info, helper.make_tensor_value_info(graphs.ATTENTION_MASK, TensorProto.INT64, ["batch", "total"])]
         + [kv_info(n, 1, "prefix") for n in past],
         [helper.make_tensor_value_info(graphs.LABEL_LOGITS, f, ["batch", k])]
         + [kv_info(n, "batch", "sequence") for n in present],
         inits,
-    )  # fmt: skip
+    )
 
     # decode
     inits = [
@@ -185,15 +191,16 @@ def write_tiny_prefix_graphs(folder: Path, num_labels: int, vocab_size: int, cha
         helper.make_node("Gather", ["next_token", "last_ids"], ["next_ids"], axis=0),  # (B,)
         helper.make_node("OneHot", ["next_ids", "depth", "onehot_values"], [graphs.LOGITS], axis=-1),  # (B, V)
     ]
-    nodes += [helper.make_node("Concat", [p, "kv"], [n], axis=2) for p, n in zip(past, present)]
+    nodes += [helper.make_node("Concat", [p, "kv"], [n], axis=2) for p, n in zip(past, present, strict=True)]
     save_graph(
-        graphs.DECODE, nodes,
+        graphs.DECODE,
+        nodes,
         [ids_info, helper.make_tensor_value_info(graphs.ATTENTION_MASK, TensorProto.INT64, ["batch", "total"])]
         + [kv_info(n, "batch", "past") for n in past],
         [helper.make_tensor_value_info(graphs.LOGITS, f, ["batch", vocab_size])]
         + [kv_info(n, "batch", "total") for n in present],
         inits,
-    )  # fmt: skip
+    )
 
 
 def reference_onnx_logits(input_ids: list[int], num_labels: int) -> np.ndarray:
@@ -232,7 +239,7 @@ class FakeBackend:
         assert np.all(input_ids[attention_mask == 0] == PAD_ID), "pad positions must hold the pad id"
         with self._lock:
             self.calls.append(input_ids.shape)
-            self.rows_seen.extend(tuple(row[m == 1]) for row, m in zip(input_ids, attention_mask))
+            self.rows_seen.extend(tuple(row[m == 1]) for row, m in zip(input_ids, attention_mask, strict=True))
         self.entered.set()
         if self.gate is not None:
             self.gate.wait(10)
@@ -240,7 +247,7 @@ class FakeBackend:
             time.sleep(self.delay)
         if self.fail:
             raise RuntimeError("simulated backend failure with a secret traceback")
-        return np.stack([self.logits_for(row[m == 1]) for row, m in zip(input_ids, attention_mask)])
+        return np.stack([self.logits_for(row[m == 1]) for row, m in zip(input_ids, attention_mask, strict=True)])
 
     def health(self) -> None:
         if not self.healthy:
@@ -375,7 +382,7 @@ class LiveServer:
         self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
-    def __enter__(self) -> "LiveServer":
+    def __enter__(self) -> LiveServer:
         import httpx
 
         self.thread.start()

@@ -164,8 +164,11 @@ def test_a_stream_client_that_disconnects_stops_the_decoding(make_client, prefix
 def start_server(artifact_dir: Path, delay: float, grace: float) -> tuple[subprocess.Popen, str]:
     port = free_port()
     script = Path(__file__).parent / "service_fake_server.py"
-    proc = subprocess.Popen([sys.executable, str(script), str(artifact_dir), str(port), str(delay), str(grace)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, str(script), str(artifact_dir), str(port), str(delay), str(grace)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
     while True:

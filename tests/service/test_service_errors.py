@@ -159,9 +159,7 @@ def test_deadline_passed_before_compute_is_504_and_skips_the_model(make_client):
     blocker = threading.Thread(target=lambda: results.update(a=client.post("/v1/score", json=GOOD)))
     blocker.start()
     assert backend.entered.wait(5)
-    late = threading.Thread(
-        target=lambda: results.update(b=client.post("/v1/score", json={**GOOD, "timeout_ms": 50}))
-    )
+    late = threading.Thread(target=lambda: results.update(b=client.post("/v1/score", json={**GOOD, "timeout_ms": 50})))
     late.start()
     for _ in range(500):  # the late request waits behind the blocked one...
         if "afrl_queue_depth 2.0" in client.get("/metrics").text:

@@ -49,9 +49,17 @@ def fuzz_target(prefix_artifact_dir):
     """(schema, session, url): the app under uvicorn over the tiny ONNX graphs; small limits so that big
     inputs are refused fast. Real sockets rather than schemathesis' ASGI transport, whose pytest
     plugin ends an app's lifespan after every test."""
-    app = create_app(ServiceSettings(model=prefix_artifact_dir, intra_op_threads=1, tokenize_workers=1,
-                                     max_new_tokens=8, max_documents=64, max_document_chars=2000,
-                                     max_request_bytes=64_000))  # fmt: skip
+    app = create_app(
+        ServiceSettings(
+            model=prefix_artifact_dir,
+            intra_op_threads=1,
+            tokenize_workers=1,
+            max_new_tokens=8,
+            max_documents=64,
+            max_document_chars=2000,
+            max_request_bytes=64_000,
+        )
+    )
     with LiveServer(app) as server, requests.Session() as session:
         yield schemathesis.openapi.from_url(f"{server.url}/openapi.json"), session, server.url
 
@@ -64,16 +72,26 @@ def test_the_schema_describes_bodies_errors_and_events(artifact_dir):
         assert {"query", "documents"} <= set(body["required"]) and body["properties"]["documents"]["minItems"] == 1
         assert {"401", "413", "422", "429", "503", "504"} <= set(map(str, operation["responses"]))
     events = document["paths"]["/v1/score"]["post"]["responses"]["200"]["content"]["text/event-stream"]
-    assert {e["properties"]["event"]["const"] for e in events["schema"]["oneOf"]} == {"score", "reasoning", "done",
-                                                                                       "error"}  # fmt: skip
+    assert {e["properties"]["event"]["const"] for e in events["schema"]["oneOf"]} == {
+        "score",
+        "reasoning",
+        "done",
+        "error",
+    }
 
 
 def run_cases(schema, session, method: str, path: str, mode: GenerationMode, examples: int) -> Counter:
     seen: Counter = Counter()
     checks = CHECKS + ([schemathesis.checks.negative_data_rejection] if mode is GenerationMode.NEGATIVE else [])
 
-    @settings(max_examples=examples, deadline=None, derandomize=True, database=None, phases=[Phase.generate],
-              suppress_health_check=list(HealthCheck))  # fmt: skip
+    @settings(
+        max_examples=examples,
+        deadline=None,
+        derandomize=True,
+        database=None,
+        phases=[Phase.generate],
+        suppress_health_check=list(HealthCheck),
+    )
     @given(case=schema[path][method].as_strategy(generation_mode=mode))
     def fuzz(case):
         response = case.call(session=session, timeout=30)

@@ -102,8 +102,12 @@ def test_afrl_serve_on_a_corrupt_artifact_exits_non_zero_naming_the_file(artifac
     bad = tmp_path / "bad"
     shutil.copytree(artifact_dir, bad)
     (bad / "score.onnx").write_bytes(b"tampered")
-    done = subprocess.run([sys.executable, "-m", "afrl.cli", "serve", "--model", str(bad), "--port", "0"],
-                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", "afrl.cli", "serve", "--model", str(bad), "--port", "0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode != 0
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith("afrl serve:") and "score.onnx" in last and "corrupt" in last, done.stderr

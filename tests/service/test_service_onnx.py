@@ -65,7 +65,9 @@ def test_pip_installed_cuda_libraries_are_preloaded_only_with_onnxruntime_gpu(mo
 
     for providers, expected in (([CPU], 0), ([CUDA, CPU], 1)):
         calls: list = []
-        fake = types.SimpleNamespace(get_available_providers=lambda p=providers: p, preload_dlls=lambda: calls.append(1))
+        fake = types.SimpleNamespace(
+            get_available_providers=lambda p=providers: p, preload_dlls=lambda calls=calls: calls.append(1)
+        )
         monkeypatch.setitem(sys.modules, "onnxruntime", fake)
         assert available_providers() == providers and len(calls) == expected
 
@@ -139,7 +141,7 @@ def test_app_over_onnx_matches_reference_and_batching(make_client, encoder):
     results = r.json()["results"]
     rows = [p.input_ids for p in encoder().encode(QUERY, docs)]
     expected = grade_results(np.stack([reference_onnx_logits(row, 5) for row in rows]), [0, 1, 2, 3, 4])
-    for res, exp in zip(results, expected):
+    for res, exp in zip(results, expected, strict=True):
         assert res["grade"] == exp.grade
         np.testing.assert_allclose(res["probs"], exp.probs, atol=1e-5)
     alone = client.post("/v1/score", json={"query": QUERY, "documents": [docs[13]]}).json()["results"][0]

@@ -65,12 +65,14 @@ def test_rerank_malformed_input_is_422(shared, payload, words):
 
 def test_the_official_cohere_client_reranks_against_the_server(artifact_dir):
     import cohere  # dev dependency: the official client is the compatibility check
+
     app = create_app(ServiceSettings(model=artifact_dir, api_key="k3y"), backend_factory=lambda f, m, s: FakeBackend())
     with LiveServer(app) as server:
         import httpx
 
-        expected = httpx.post(f"{server.url}/v1/score", json={"query": QUERY, "documents": DOCS},
-                              headers={"authorization": "Bearer k3y"}).json()["results"]  # fmt: skip
+        expected = httpx.post(
+            f"{server.url}/v1/score", json={"query": QUERY, "documents": DOCS}, headers={"authorization": "Bearer k3y"}
+        ).json()["results"]
         order = sorted(range(len(DOCS)), key=lambda i: (-expected[i]["score"], i))
 
         v2 = cohere.ClientV2(api_key="k3y", base_url=server.url).rerank(

@@ -15,10 +15,18 @@ from service.metrics import ServiceMetrics
 from service.scheduler import RequestWork, Scheduler
 
 
-def make_scheduler(backend, max_batch_tokens=8192, max_queue_tokens=65536, max_wait_ms=0.0,
-                   max_queue_delay_ms=0.0) -> Scheduler:  # fmt: skip
-    scheduler = Scheduler(backend, PAD_ID, max_batch_tokens, max_queue_tokens, max_wait_ms, ServiceMetrics(),
-                          max_queue_delay_ms=max_queue_delay_ms)  # fmt: skip
+def make_scheduler(
+    backend, max_batch_tokens=8192, max_queue_tokens=65536, max_wait_ms=0.0, max_queue_delay_ms=0.0
+) -> Scheduler:
+    scheduler = Scheduler(
+        backend,
+        PAD_ID,
+        max_batch_tokens,
+        max_queue_tokens,
+        max_wait_ms,
+        ServiceMetrics(),
+        max_queue_delay_ms=max_queue_delay_ms,
+    )
     scheduler.start()
     return scheduler
 

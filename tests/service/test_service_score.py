@@ -25,7 +25,7 @@ def test_happy_path_ten_documents_in_input_order(shared, encoder):
     assert body["model"] == "afrl-test-tiny"
     assert [x["index"] for x in body["results"]] == list(range(10))
     expected = expected_results(encoder, QUERY, DOCS)
-    for res, exp in zip(body["results"], expected):
+    for res, exp in zip(body["results"], expected, strict=True):
         assert res["grade"] in range(5)
         assert len(res["probs"]) == 5 and math.isclose(sum(res["probs"]), 1.0, abs_tol=1e-9)
         assert 0.0 <= res["score"] <= 1.0
@@ -58,7 +58,9 @@ def test_top_n_returns_best_first(shared):
     best = sorted(full, key=lambda x: (-x["score"], x["index"]))[:3]
     assert [x["index"] for x in top] == [x["index"] for x in best]
     assert top[0]["score"] >= top[1]["score"] >= top[2]["score"]
-    assert len(client.post("/v1/score", json={"query": QUERY, "documents": DOCS[:2], "top_n": 5}).json()["results"]) == 2
+    assert (
+        len(client.post("/v1/score", json={"query": QUERY, "documents": DOCS[:2], "top_n": 5}).json()["results"]) == 2
+    )
 
 
 def test_overlong_document_is_truncated_and_reported(make_client):

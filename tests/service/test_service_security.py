@@ -56,9 +56,7 @@ def test_cors_is_off_unless_configured(shared):
     client, _ = shared
     r = client.post("/v1/score", json=GOOD, headers={"origin": ALLOWED})
     assert r.status_code == 200 and "access-control-allow-origin" not in r.headers
-    preflight = client.options(
-        "/v1/score", headers={"origin": ALLOWED, "access-control-request-method": "POST"}
-    )
+    preflight = client.options("/v1/score", headers={"origin": ALLOWED, "access-control-request-method": "POST"})
     assert preflight.status_code == 405 and "access-control-allow-origin" not in preflight.headers
 
 

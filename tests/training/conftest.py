@@ -15,8 +15,9 @@ from training.model_factory import TinyQwen3Spec, build_tiny_qwen3
 from training.sft import SFTConfig, train_sft
 from training.world import build_world
 
-SMALL = TinyQwen3Spec(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-                      num_key_value_heads=1)
+SMALL = TinyQwen3Spec(
+    hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1
+)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -51,8 +52,14 @@ def vocab(ctx, sequences):
 @pytest.fixture(scope="session")
 def _warm(ctx, sequences, vocab):
     model = build_tiny_qwen3(SMALL, seed=0)
-    train_sft(model, sequences, ctx.labels, SFTConfig(steps=40, batch_size=8, warmup_steps=3, learning_rate=1e-2),
-              ctx.pad_id, vocab=vocab)
+    train_sft(
+        model,
+        sequences,
+        ctx.labels,
+        SFTConfig(steps=40, batch_size=8, warmup_steps=3, learning_rate=1e-2),
+        ctx.pad_id,
+        vocab=vocab,
+    )
     return model
 
 

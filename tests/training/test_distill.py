@@ -25,9 +25,11 @@ from training.sft_data import collate
 def test_teacher_outputs_become_student_sequences(ctx, small_world):
     ex = small_world.train[0]
     pairs = [(ex.query, ex.document)] * 3
-    outputs = [TeacherOutput(f"{ex.grade}\n{ex.explanation}", True, (0.2,) * 5),
-               TeacherOutput("[Query] no grade first", True, None),
-               TeacherOutput(f"{ex.grade}\n[Query] cut", False, None)]
+    outputs = [
+        TeacherOutput(f"{ex.grade}\n{ex.explanation}", True, (0.2,) * 5),
+        TeacherOutput("[Query] no grade first", True, None),
+        TeacherOutput(f"{ex.grade}\n[Query] cut", False, None),
+    ]
     kept, dropped = student_sequences(pairs, outputs, ctx)
     assert dropped == {"no grade first": 1, "unfinished": 1}
     reference = ctx.encode([ex])[0]
@@ -39,8 +41,10 @@ def test_teacher_outputs_become_student_sequences(ctx, small_world):
 def test_distill_loss_is_sequence_nll_plus_weighted_label_kl(ctx, sequences, vocab, small_spec):
     model = build_tiny_qwen3(small_spec, seed=0)
     probs = (0.1, 0.2, 0.3, 0.3, 0.1)
-    chunk = [KDSequence(s.prompt_ids, s.completion_ids, s.grade, probs if i % 2 else None)
-             for i, s in enumerate(sequences[:4])]
+    chunk = [
+        KDSequence(s.prompt_ids, s.completion_ids, s.grade, probs if i % 2 else None)
+        for i, s in enumerate(sequences[:4])
+    ]
     batch = collate(chunk, ctx.pad_id)
     config = DistillConfig(kd_weight=0.7, sft=SFTConfig(grade_weight=3.0))
     with torch.no_grad():
@@ -59,8 +63,15 @@ def test_endpoint_teacher_reads_text_and_first_token_logprobs(ctx):
 
     def post(url, payload, headers):
         calls.append((url, payload))
-        return {"choices": [{"message": {"content": "3\n[Query] x"}, "finish_reason": "stop",
-                             "logprobs": {"content": [{"token": "3", "logprob": math.log(0.6), "top_logprobs": top}]}}]}
+        return {
+            "choices": [
+                {
+                    "message": {"content": "3\n[Query] x"},
+                    "finish_reason": "stop",
+                    "logprobs": {"content": [{"token": "3", "logprob": math.log(0.6), "top_logprobs": top}]},
+                }
+            ]
+        }
 
     teacher = EndpointTeacher("http://vllm:8000/v1/", "qwen3-32b-afrl", ctx, post=post)
     out = teacher.outputs([("kettle", "Breville kettle")])[0]
@@ -77,8 +88,11 @@ def test_student_learns_from_a_checkpoint_teacher(ctx, small_world, vocab, warm_
     before = {n: p.detach().clone() for n, p in student.named_parameters()}
     teacher = CheckpointTeacher(warm_model, ctx, vocab, max_new_tokens=90)
     pairs = [(e.query, e.document) for e in small_world.train[:12]]
-    config = DistillConfig(student=small_spec, sft=SFTConfig(steps=3, batch_size=4, warmup_steps=1, learning_rate=1e-2),
-                           keep_unfinished=True)
+    config = DistillConfig(
+        student=small_spec,
+        sft=SFTConfig(steps=3, batch_size=4, warmup_steps=1, learning_rate=1e-2),
+        keep_unfinished=True,
+    )
     result = run_distillation(teacher, student, pairs, ctx, config, vocab)
     assert result.sequences == 12 - result.dropped["no grade first"] > 0
     assert all(math.isfinite(x) for x in result.losses)

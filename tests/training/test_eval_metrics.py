@@ -33,19 +33,31 @@ def test_ndcg_hand_computed():
 def test_calibration_and_entropy_hand_computed():
     # bin (0.5, 0.6]: conf 0.55 twice, 1 of 2 right -> |0.5 - 0.55|; bin (0.9, 1]: conf 0.95, right -> 0.05
     assert expected_calibration_error([0.55, 0.55, 0.95], [True, False, True]) == pytest.approx(
-        2 / 3 * 0.05 + 1 / 3 * 0.05)
+        2 / 3 * 0.05 + 1 / 3 * 0.05
+    )
     assert mean_label_entropy([[0.5, 0.5], [1.0, 0.0]]) == pytest.approx(math.log(2) / 2)
     assert predicted_grade_entropy([1, 1, 2, 2]) == pytest.approx(math.log(2))
     assert per_rule_accuracy([("R1",), ("R1", "R20"), ("R20",)], [4, 0, 0], [4, 1, 0]) == {
-        "R1": {"accuracy": 0.5, "support": 2}, "R20": {"accuracy": 0.5, "support": 2}}
+        "R1": {"accuracy": 0.5, "support": 2},
+        "R20": {"accuracy": 0.5, "support": 2},
+    }
 
 
 def test_grade_report_has_every_figure(small_world):
     exs = small_world.test
     results = [GradeResult(e.grade, [0.2] * 5, 2.0, 0.5) for e in exs]
     report = grade_report(exs, results, [e.grade for e in small_world.train], [0, 1, 2, 3, 4])
-    for key in ("accuracy", "macro_f1", "quadratic_weighted_kappa", "ndcg@10", "expected_calibration_error",
-                "mean_label_entropy", "head_accuracy", "per_rule", "reliability"):
+    for key in (
+        "accuracy",
+        "macro_f1",
+        "quadratic_weighted_kappa",
+        "ndcg@10",
+        "expected_calibration_error",
+        "mean_label_entropy",
+        "head_accuracy",
+        "per_rule",
+        "reliability",
+    ):
         assert key in report, key
     assert report["accuracy"] == 1.0 and report["mean_label_entropy"] == pytest.approx(math.log(5))
 

@@ -63,8 +63,9 @@ def test_loop_records_targeted_error_per_round(small_world):
     # a fake model: right on every example except those a long-tail rule decided, until it has trained
     score = lambda exs: [e.grade if (not e.long_tail or trained) else (e.grade + 1) % 5 for e in exs]  # noqa: E731
     config = EvolutionConfig(rounds=2, target_rules=2, variants_per_rule=10, min_support=1, seed=0)
-    result = run_evolution(config, probe, frozenset(), score, lambda pool: trained.append(len(pool)),
-                           lambda text: len(text.split()))
+    result = run_evolution(
+        config, probe, frozenset(), score, lambda pool: trained.append(len(pool)), lambda text: len(text.split())
+    )
     first = result.rounds[0]
     assert set(first["targets"]) <= set(LONG_TAIL) and first["targets"]
     for row in first["targets"].values():
@@ -84,8 +85,9 @@ def _seed_shampoo(rng):
 def test_llm_edit_is_validated_then_labelled_by_the_rulebook():
     rng = random.Random(2)
     query, product = _seed_shampoo(rng)
-    edited = apply_edit(rng, query, product, {"query": {"excluded_feature": "sulfates"},
-                                              "document": {"has_feature": True}})
+    edited = apply_edit(
+        rng, query, product, {"query": {"excluded_feature": "sulfates"}, "document": {"has_feature": True}}
+    )
     assert edited is not None
     q, p = edited
     assert q.excluded_feature == "sulfates" and any(w in q.text for w in ("sulfate", "sulfates"))

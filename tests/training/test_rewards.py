@@ -15,10 +15,12 @@ from training.rewards import (
     step_rewards,
 )
 
-REFERENCE = ("[Query] kettle, Breville, 1.7 l\n"
-             "[Document] kettle, Breville BKE820, 1.5 l\n"
-             "[Rules] R7 violated: 1.5 l, not 1.7 l; R5 satisfied: Breville\n"
-             "[Conclusion] grade=2 because substitute: capacity or amount")
+REFERENCE = (
+    "[Query] kettle, Breville, 1.7 l\n"
+    "[Document] kettle, Breville BKE820, 1.5 l\n"
+    "[Rules] R7 violated: 1.5 l, not 1.7 l; R5 satisfied: Breville\n"
+    "[Conclusion] grade=2 because substitute: capacity or amount"
+)
 FIRED = ("R1", "R5", "R7")
 
 
@@ -36,8 +38,10 @@ def test_perfect_completion_earns_every_step():
 
 def test_section_rewards_hand_computed():
     # query line: 2 of 3 parts right ("kettle", "breville"; "1 l" wrong): P = R = 2/3 -> F1 2/3
-    c = ("2\n[Query] kettle, Breville, 1 l\n[Document] toaster\n"
-         "[Rules] R7 violated: x; R9 satisfied: red\n[Conclusion] grade=3 because no")
+    c = (
+        "2\n[Query] kettle, Breville, 1 l\n[Document] toaster\n"
+        "[Rules] R7 violated: x; R9 satisfied: red\n[Conclusion] grade=3 because no"
+    )
     assert query_reward([c], reference=[REFERENCE]) == [pytest.approx(0.5 + 0.5 * 2 / 3)]
     assert document_reward([c], reference=[REFERENCE]) == [pytest.approx(0.5)]  # tagged, no part right
     # cited {(R7, violated), (R9, satisfied)} vs reference {(R7, violated), (R5, satisfied)}: F1 1/2;
@@ -53,8 +57,15 @@ def test_section_rewards_hand_computed():
 
 def test_reward_functions_have_trl_signature():
     for fn in STEP_REWARDS:
-        out = fn(["2\n" + REFERENCE, "junk"], grade=[2, 1], reference=[REFERENCE] * 2, rule_ids=[FIRED] * 2,
-                 prompts=["p", "p"], completion_ids=[[1], [2]], trainer_state=None)
+        out = fn(
+            ["2\n" + REFERENCE, "junk"],
+            grade=[2, 1],
+            reference=[REFERENCE] * 2,
+            rule_ids=[FIRED] * 2,
+            prompts=["p", "p"],
+            completion_ids=[[1], [2]],
+            trainer_state=None,
+        )
         assert isinstance(out, list) and len(out) == 2 and all(isinstance(x, float) for x in out)
 
 
@@ -64,9 +75,36 @@ def test_f1_of_multisets():
 
 
 def test_assign_steps_follows_lines():
-    pieces = ["2", "\n", "[", "Query", "]", " k", "\n[", "Document", "] d", "\n", "[Rules] R1", "\n", "[Con", "x",
-              "<|im_end|>"]
+    pieces = [
+        "2",
+        "\n",
+        "[",
+        "Query",
+        "]",
+        " k",
+        "\n[",
+        "Document",
+        "] d",
+        "\n",
+        "[Rules] R1",
+        "\n",
+        "[Con",
+        "x",
+        "<|im_end|>",
+    ]
     assert assign_steps(pieces) == [0, 1, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 4, 4, 4]
     # text after the grade on its line counts as step 1; lines after the conclusion count as the last step
-    assert assign_steps(["3", " extra", "\n", "a", "\n", "b", "\n", "c", "\n", "d", "\n", "e"]) == \
-        [0, 1, 1, 1, 1, 2, 2, 3, 3, 4, 4, 4]
+    assert assign_steps(["3", " extra", "\n", "a", "\n", "b", "\n", "c", "\n", "d", "\n", "e"]) == [
+        0,
+        1,
+        1,
+        1,
+        1,
+        2,
+        2,
+        3,
+        3,
+        4,
+        4,
+        4,
+    ]

@@ -60,8 +60,9 @@ def test_mode_balanced_loss_and_label_kl_hand_computed():
     assert mode_balanced_loss(torch.tensor(1.5), torch.tensor(2.0), 0.25).item() == pytest.approx(2.0)
     kl = label_kl(torch.zeros(1, 2), torch.tensor([[0.75, 0.25]]))
     assert kl.item() == pytest.approx(0.75 * math.log(0.75 / 0.5) + 0.25 * math.log(0.25 / 0.5), rel=1e-5)
-    assert label_kl(torch.tensor([[2.0, 0.0]]), torch.softmax(torch.tensor([[2.0, 0.0]]), -1)).item() == \
-        pytest.approx(0.0, abs=1e-6)
+    assert label_kl(torch.tensor([[2.0, 0.0]]), torch.softmax(torch.tensor([[2.0, 0.0]]), -1)).item() == pytest.approx(
+        0.0, abs=1e-6
+    )
 
 
 def test_lambda_schedules():
@@ -83,7 +84,7 @@ def test_token_logps_equal_a_plain_forward(ctx, sequences, vocab, warm_model):
         fast = token_logps(warm_model, batch, vocab, prefix, lengths)
         for row, s in enumerate(chunk):
             ids = torch.tensor([s.prompt_ids + s.completion_ids])
-            logits = warm_model(input_ids=ids).logits[0, len(s.prompt_ids) - 1: -1][:, vocab]  # (T, S)
+            logits = warm_model(input_ids=ids).logits[0, len(s.prompt_ids) - 1 : -1][:, vocab]  # (T, S)
             local = torch.searchsorted(vocab, torch.tensor(s.completion_ids))
             slow = torch.log_softmax(logits, -1).gather(1, local[:, None])[:, 0]
             assert torch.allclose(fast[row, : lengths[row]], slow, atol=1e-4)
@@ -94,8 +95,16 @@ def test_a_few_steps_move_every_trainable_parameter(ctx, small_world, sequences,
     """GRPO alone (lambda = 0) and mode-balanced: each step's gradient reaches every parameter."""
     before = {n: p.detach().clone() for n, p in warm_model.named_parameters()}
     prompts = rl_examples(small_world.train, sequences)
-    config = RLConfig(steps=2, prompts_per_step=4, group_size=4, learning_rate=1e-2, max_new_tokens=90,
-                      lam=lam, expert_batch_size=4, seed=1)
+    config = RLConfig(
+        steps=2,
+        prompts_per_step=4,
+        group_size=4,
+        learning_rate=1e-2,
+        max_new_tokens=90,
+        lam=lam,
+        expert_batch_size=4,
+        seed=1,
+    )
     result = train_rl(warm_model, prompts, sequences, ctx, config, vocab)
     assert len(result.history) == 2 and all(math.isfinite(h["loss"]) for h in result.history)
     assert any(h["reward_grade"] != -1.0 for h in result.history)  # the warm model answers with grades

@@ -13,16 +13,19 @@ from training.sft_data import collate, common_prefix, completion_vocab, encode_e
 from training.world import build_world, guideline_text
 
 PAD = 151643
-SMALL = TinyQwen3Spec(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-                      num_key_value_heads=1)
+SMALL = TinyQwen3Spec(
+    hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1
+)
 
 
 @pytest.fixture(scope="module")
 def setup():
     hf = AutoTokenizer.from_pretrained(qwen3_tokenizer_dir())
     labels = LabelSet.from_tokenizer(hf)
-    encoder = PromptEncoder(PromptTemplate.from_chat_template(hf, guideline_text()),
-                            Tokenizer.from_file(str(qwen3_tokenizer_dir() / "tokenizer.json")))
+    encoder = PromptEncoder(
+        PromptTemplate.from_chat_template(hf, guideline_text()),
+        Tokenizer.from_file(str(qwen3_tokenizer_dir() / "tokenizer.json")),
+    )
     world = build_world(seed=3, n_queries=40, docs_per_query=4)
     return encode_examples(world.train, encoder, labels), labels
 
@@ -98,5 +101,7 @@ def test_training_is_deterministic(setup):
     runs = []
     for _ in range(2):
         model = build_tiny_qwen3(SMALL, seed=1)
-        runs.append(train_sft(model, sequences, labels, SFTConfig(steps=4, batch_size=4, warmup_steps=1, seed=1), PAD).losses)
+        runs.append(
+            train_sft(model, sequences, labels, SFTConfig(steps=4, batch_size=4, warmup_steps=1, seed=1), PAD).losses
+        )
     assert runs[0] == runs[1]

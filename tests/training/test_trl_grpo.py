@@ -19,8 +19,9 @@ def _trainer(ctx, **args):
     trainer.num_generations = 2
     trainer.num_generations_eval = 2
     trainer.accelerator = SimpleNamespace(process_index=0, device=torch.device("cpu"))
-    trainer.args = SimpleNamespace(step_weights=[1.0] * 5, lam=0.5, lam_final=None, lam_schedule="constant",
-                                   expert_batch_size=2, **args)
+    trainer.args = SimpleNamespace(
+        step_weights=[1.0] * 5, lam=0.5, lam_final=None, lam_schedule="constant", expert_batch_size=2, **args
+    )
     trainer._pieces = {}
     trainer._metrics = {"train": {"expert_nll": [], "lambda": []}}
     return trainer
@@ -32,9 +33,11 @@ def test_advantages_become_per_step_per_token(ctx, monkeypatch):
     width = max(len(i) for i in ids)
     completion_ids = torch.tensor([i + [ctx.pad_id] * (width - len(i)) for i in ids])
     mask = torch.tensor([[1] * len(i) + [0] * (width - len(i)) for i in ids])
-    monkeypatch.setattr(trl_grpo.GRPOTrainer, "_generate_and_score_completions",
-                        lambda self, inputs: {"completion_ids": completion_ids, "completion_mask": mask,
-                                              "advantages": torch.zeros(2)})
+    monkeypatch.setattr(
+        trl_grpo.GRPOTrainer,
+        "_generate_and_score_completions",
+        lambda self, inputs: {"completion_ids": completion_ids, "completion_mask": mask, "advantages": torch.zeros(2)},
+    )
     trainer = _trainer(ctx)
     trainer._step_rewards = torch.tensor([[1.0, 1.0, 1.0, 1.0, 1.0], [0.0, 1.0, 0.0, 0.0, 0.0]])  # one group of 2
     out = trainer._generate_and_score_completions([])
@@ -45,7 +48,7 @@ def test_advantages_become_per_step_per_token(ctx, monkeypatch):
     assert adv[0, 0].item() == pytest.approx(a * len(ids[0]) / 5, rel=1e-5)
     # the query step tied (1 vs 1): zero advantage on its tokens; completion 1 loses on the grade step
     assert adv[0, 1:4].abs().max().item() == pytest.approx(0.0, abs=1e-6)
-    assert adv[1, 0].item() < 0 and adv[1, len(ids[1]):].abs().sum().item() == 0.0
+    assert adv[1, 0].item() < 0 and adv[1, len(ids[1]) :].abs().sum().item() == 0.0
 
 
 def test_expert_term_is_added_with_lambda(ctx, small_world, small_spec, monkeypatch):
@@ -53,7 +56,9 @@ def test_expert_term_is_added_with_lambda(ctx, small_world, small_spec, monkeypa
     from training.trl_grpo import expert_pairs
 
     model = build_tiny_qwen3(small_spec, seed=0)
-    monkeypatch.setattr(trl_grpo.GRPOTrainer, "compute_loss", lambda self, m, inputs, r=False, n=None: torch.tensor(1.0))
+    monkeypatch.setattr(
+        trl_grpo.GRPOTrainer, "compute_loss", lambda self, m, inputs, r=False, n=None: torch.tensor(1.0)
+    )
     trainer = _trainer(ctx, seed=0)
     trainer.expert = expert_pairs(small_world.train[:4], ctx.encoder.template, ctx.labels)
     trainer._rng = __import__("random").Random(0)

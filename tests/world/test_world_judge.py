@@ -67,13 +67,15 @@ def test_charger_for_samsung_accepts_a_third_party_maker(rng):
 def test_equivalent_units_match(rng):
     query = Query("0.5 l water bottle", type_key="water bottle", quantity=write(500, "l"))
     assert query.quantity.text == "0.5 l"
-    bottle = build_product(rng, "water bottle", "Hydro Flask", quantity=write(500, "ml"), colour="black",
-                           material="stainless steel")
+    bottle = build_product(
+        rng, "water bottle", "Hydro Flask", quantity=write(500, "ml"), colour="black", material="stainless steel"
+    )
     assert "500ml" in bottle.document
     j = judge(query, bottle)
     assert j.grade == 4 and "R19" in j.decisive and j.long_tail
-    bigger = build_product(rng, "water bottle", "Hydro Flask", quantity=write(750, "ml"), colour="black",
-                           material="stainless steel")
+    bigger = build_product(
+        rng, "water bottle", "Hydro Flask", quantity=write(750, "ml"), colour="black", material="stainless steel"
+    )
     j = judge(query, bigger)
     assert j.grade == 2 and j.decisive == ("R7",) and "R19" not in j.fired
 
@@ -99,8 +101,9 @@ def test_model_number_beats_a_weak_title(rng):
     j = judge(query, weak)
     assert j.grade == 4 and "R18" in j.decisive
     assert j.verdicts["R5"] == "violated"  # overridden by R18 in the brand scope
-    weak_other_model = build_product(rng, "headphones", "Sony", model="WH-1000XM5", colour="black",
-                                     brand_in_title=False)
+    weak_other_model = build_product(
+        rng, "headphones", "Sony", model="WH-1000XM5", colour="black", brand_in_title=False
+    )
     assert judge(query, weak_other_model).grade == 2
 
 

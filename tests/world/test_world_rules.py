@@ -20,8 +20,7 @@ def test_rulebook_shape():
 
 
 def test_overriding_rules_outrank_what_they_override():
-    for winner, loser in (("R15", "R5"), ("R16", "R5"), ("R17", "R5"), ("R18", "R5"), ("R19", "R7"),
-                          ("R14", "R4")):
+    for winner, loser in (("R15", "R5"), ("R16", "R5"), ("R17", "R5"), ("R18", "R5"), ("R19", "R7"), ("R14", "R4")):
         assert RULES[winner].scope == RULES[loser].scope
         assert RULES[winner].priority > RULES[loser].priority
     assert RULES["R20"].priority == max(r.priority for r in RULEBOOK)

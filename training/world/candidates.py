@@ -30,8 +30,15 @@ Role = Callable[[random.Random, Query, Product], "Product | None"]
 
 # query field -> the product field a variant changes to violate it
 _ASKED_FIELDS = {
-    "model": "model", "fits_model": "fits_model", "quantity": "quantity", "size": "size", "colour": "colour",
-    "material": "material", "pack": "pack", "target": "target", "condition": "condition",
+    "model": "model",
+    "fits_model": "fits_model",
+    "quantity": "quantity",
+    "size": "size",
+    "colour": "colour",
+    "material": "material",
+    "pack": "pack",
+    "target": "target",
+    "condition": "condition",
     "excluded_feature": "feature",
 }
 _MINOR_FIELDS = ("colour", "material", "pack", "condition")  # violating these costs one grade
@@ -96,8 +103,15 @@ def compatible(rng: random.Random, query: Query, target: Product) -> Product | N
     if not t.fit or target.brand in THIRD_PARTY or query.brand != target.brand:
         return None
     makers = [b for b in real_brands(t.key) if b in THIRD_PARTY]
-    return sample_product(rng, t.key, rng.choice(makers), fits_model=target.fits_model, fits_brand=target.brand,
-                          model=None, **_copied(query, target))
+    return sample_product(
+        rng,
+        t.key,
+        rng.choice(makers),
+        fits_model=target.fits_model,
+        fits_brand=target.brand,
+        model=None,
+        **_copied(query, target),
+    )
 
 
 def weak_title(rng: random.Random, query: Query, target: Product) -> Product | None:
@@ -143,8 +157,11 @@ def complement(rng: random.Random, query: Query, target: Product) -> Product | N
 
 
 def same_department(rng: random.Random, query: Query, target: Product) -> Product | None:
-    types = [k for k, t in PRODUCT_TYPES.items()
-             if t.department == target.ptype.department and relation(target.type_key, k) == "unrelated"]
+    types = [
+        k
+        for k, t in PRODUCT_TYPES.items()
+        if t.department == target.ptype.department and relation(target.type_key, k) == "unrelated"
+    ]
     return sample_product(rng, rng.choice(types)) if types else None
 
 
@@ -154,15 +171,23 @@ def random_product(rng: random.Random, query: Query, target: Product) -> Product
 
 
 ROLES: tuple[tuple[Role, float], ...] = (
-    (variant_asked, 3.2), (variant_free, 0.8), (other_brand, 0.8), (sibling, 1.0), (complement, 1.7),
-    (same_department, 0.7), (random_product, 0.8), (lookalike, 0.25), (compatible, 0.4), (weak_title, 0.4),
+    (variant_asked, 3.2),
+    (variant_free, 0.8),
+    (other_brand, 0.8),
+    (sibling, 1.0),
+    (complement, 1.7),
+    (same_department, 0.7),
+    (random_product, 0.8),
+    (lookalike, 0.25),
+    (compatible, 0.4),
+    (weak_title, 0.4),
 )
 
 
 def candidate_documents(rng: random.Random, query: Query, target: Product, n: int) -> list[Product]:
     """`n` distinct candidates for `query`, the exact `target` among them, in random order."""
     docs, seen = [target], {target.document}
-    roles, weights = zip(*ROLES)
+    roles, weights = zip(*ROLES, strict=True)
     for _ in range(n * 20):
         if len(docs) >= n:
             break

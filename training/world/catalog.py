@@ -160,8 +160,13 @@ def accessory_for(
 
 
 def build_product(
-    rng: random.Random, type_key: str, brand: str, *, quantity: float | Quantity | None = None,
-    has_feature: bool = False, **fields,
+    rng: random.Random,
+    type_key: str,
+    brand: str,
+    *,
+    quantity: float | Quantity | None = None,
+    has_feature: bool = False,
+    **fields,
 ) -> Product:
     """Assemble and render a product from explicit fields (tests build products this way)."""
     t = PRODUCT_TYPES[type_key]
@@ -254,8 +259,14 @@ def alternatives(product: Product, field: str) -> list:
         if t.feature == "plastic":
             return [True] if product.material != "plastic" else []
         return [not product.features] if t.feature else []
-    values = {"size": t.sizes, "colour": t.colours, "material": t.materials, "pack": t.packs,
-              "target": t.targets, "condition": ("new", "refurbished") if t.has_condition else ()}[field]
+    values = {
+        "size": t.sizes,
+        "colour": t.colours,
+        "material": t.materials,
+        "pack": t.packs,
+        "target": t.targets,
+        "condition": ("new", "refurbished") if t.has_condition else (),
+    }[field]
     return [v for v in values if v != getattr(product, field)]
 
 

@@ -65,15 +65,28 @@ class WorldSplits:
 
 def make_example(query_id: str, query: Query, product: Product) -> Example:
     j = judge(query, product)
-    return Example(query_id, query.text, product.document, j.grade, j.fired, j.decisive,
-                   render_explanation(query, product, j), j.long_tail)
+    return Example(
+        query_id,
+        query.text,
+        product.document,
+        j.grade,
+        j.fired,
+        j.decisive,
+        render_explanation(query, product, j),
+        j.long_tail,
+    )
 
 
 def build_world(
-    seed: int = 0, n_queries: int = 2000, docs_per_query: int = 10,
-    dev_fraction: float = 0.1, test_fraction: float = 0.1, mix: QueryMix = QueryMix(),
+    seed: int = 0,
+    n_queries: int = 2000,
+    docs_per_query: int = 10,
+    dev_fraction: float = 0.1,
+    test_fraction: float = 0.1,
+    mix: QueryMix | None = None,
 ) -> WorldSplits:
     """`n_queries` queries with `docs_per_query` judged documents each, split by query."""
+    mix = mix or QueryMix()
     if n_queries < 3 or docs_per_query < 1:
         raise ValueError(f"need n_queries >= 3 and docs_per_query >= 1, got {n_queries}, {docs_per_query}")
     if not 0 < dev_fraction + test_fraction < 1:
@@ -91,7 +104,7 @@ def build_world(
     rng.shuffle(order)
     n_test = max(1, round(n_queries * test_fraction))
     n_dev = max(1, round(n_queries * dev_fraction))
-    parts = {"test": order[:n_test], "dev": order[n_test:n_test + n_dev], "train": order[n_test + n_dev:]}
+    parts = {"test": order[:n_test], "dev": order[n_test : n_test + n_dev], "train": order[n_test + n_dev :]}
     splits = {name: [ex for g in sorted(idx) for ex in groups[g]] for name, idx in parts.items()}
     log.info("world seed=%d: %s examples", seed, {k: len(v) for k, v in splits.items()})
     return WorldSplits(**splits)

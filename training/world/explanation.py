@@ -60,8 +60,13 @@ def describe_document(p: Product, q: Query) -> str:
         parts.append(f"for {p.fits_model}")
     if p.quantity and q.quantity:
         parts.append(p.quantity.text)
-    for wanted, shown in ((q.size, p.size and f"size {p.size}"), (q.colour, p.colour), (q.material, p.material),
-                          (q.pack, f"pack of {p.pack}"), (q.target, p.target and _target(p.target))):
+    for wanted, shown in (
+        (q.size, p.size and f"size {p.size}"),
+        (q.colour, p.colour),
+        (q.material, p.material),
+        (q.pack, f"pack of {p.pack}"),
+        (q.target, p.target and _target(p.target)),
+    ):
         if wanted is not None and shown:
             parts.append(shown)
     if p.ptype.has_condition and (p.condition == "refurbished" or q.condition):
@@ -89,10 +94,12 @@ def cited_outcomes(j: Judgement) -> list[RuleOutcome]:
 
 def render_explanation(q: Query, p: Product, j: Judgement) -> str:
     rules = "; ".join(f"{o.rule_id} {o.verdict}: {o.note}" for o in cited_outcomes(j))
-    return (f"[Query] {describe_query(q)}\n"
-            f"[Document] {describe_document(p, q)}\n"
-            f"[Rules] {rules}\n"
-            f"[Conclusion] grade={j.grade} because {conclusion_reason(j)}")
+    return (
+        f"[Query] {describe_query(q)}\n"
+        f"[Document] {describe_document(p, q)}\n"
+        f"[Rules] {rules}\n"
+        f"[Conclusion] grade={j.grade} because {conclusion_reason(j)}"
+    )
 
 
 def conclusion_reason(j: Judgement) -> str:
@@ -104,6 +111,7 @@ def conclusion_reason(j: Judgement) -> str:
 
 
 # parsing -------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Citation:
@@ -200,4 +208,3 @@ def _parse_conclusion(body: str | None, problems: list[str]) -> tuple[int | None
         problems.append(f"grade {grade} out of range")
         return None, m.group(2).strip()
     return grade, m.group(2).strip()
-

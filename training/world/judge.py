@@ -57,6 +57,7 @@ def _check(rule_id: str) -> Callable[[Check], Check]:
     def register(fn: Check) -> Check:
         CHECKS[rule_id] = fn
         return fn
+
     return register
 
 
@@ -76,8 +77,9 @@ def judge(query: Query, product: Product) -> Judgement:
             best[scope] = [o]
         elif priority == RULES[current[0].rule_id].priority:
             current.append(o)
-    winners = sorted((o for group in best.values() for o in group),
-                     key=lambda o: (-RULES[o.rule_id].priority, int(o.rule_id[1:])))
+    winners = sorted(
+        (o for group in best.values() for o in group), key=lambda o: (-RULES[o.rule_id].priority, int(o.rule_id[1:]))
+    )
     grade = min((RULES[o.rule_id].grade_effect for o in winners if o.verdict == VIOLATED), default=4)
     if grade < 4:
         decisive = [o for o in winners if o.verdict == VIOLATED and RULES[o.rule_id].grade_effect == grade]
@@ -98,6 +100,7 @@ def _verdict(ok: bool, satisfied_note: str, violated_note: str) -> Outcome:
 
 
 # category ------------------------------------------------------------------
+
 
 @_check("R1")
 def _same_type(q: Query, p: Product, rel: str | None) -> Outcome | None:
@@ -134,6 +137,7 @@ def _accessory_names_product(q: Query, p: Product, rel: str | None) -> Outcome |
 
 
 # brand ---------------------------------------------------------------------
+
 
 @_check("R5")
 def _brand(q: Query, p: Product, rel: str | None) -> Outcome | None:
@@ -182,6 +186,7 @@ def _model_over_weak_title(q: Query, p: Product, rel: str | None) -> Outcome | N
 
 # product attributes --------------------------------------------------------
 
+
 @_check("R6")
 def _model(q: Query, p: Product, rel: str | None) -> Outcome | None:
     if not (q.model and _about_product(rel)):
@@ -198,8 +203,13 @@ def _quantity(q: Query, p: Product, rel: str | None) -> Outcome | None:
 
 @_check("R19")
 def _equivalent_units(q: Query, p: Product, rel: str | None) -> Outcome | None:
-    if (q.quantity and p.quantity and _about_product(rel) and q.quantity.same_amount(p.quantity)
-            and q.quantity.unit != p.quantity.unit):
+    if (
+        q.quantity
+        and p.quantity
+        and _about_product(rel)
+        and q.quantity.same_amount(p.quantity)
+        and q.quantity.unit != p.quantity.unit
+    ):
         return SATISFIED, f"{p.quantity.text} equals {q.quantity.text}"
     return None
 
@@ -250,8 +260,9 @@ def _condition(q: Query, p: Product, rel: str | None) -> Outcome | None:
 def _price(q: Query, p: Product, rel: str | None) -> Outcome | None:
     if q.price_max is None or not _about_product(rel):
         return None
-    return _verdict(p.price <= q.price_max, f"${p.price:.2f} within ${q.price_max:.0f}",
-                    f"${p.price:.2f} over ${q.price_max:.0f}")
+    return _verdict(
+        p.price <= q.price_max, f"${p.price:.2f} within ${q.price_max:.0f}", f"${p.price:.2f} over ${q.price_max:.0f}"
+    )
 
 
 @_check("R20")
@@ -264,6 +275,7 @@ def _excluded_feature(q: Query, p: Product, rel: str | None) -> Outcome | None:
 
 
 # fit -----------------------------------------------------------------------
+
 
 @_check("R11")
 def _fits_named_device(q: Query, p: Product, rel: str | None) -> Outcome | None:

@@ -103,8 +103,12 @@ def compose_query(rng: random.Random, product: Product, mix: QueryMix = QueryMix
             f["fits_brand"] = product.fits_brand
     if product.quantity and rng.random() < mix.p_quantity:
         f["quantity"] = sample_writing(product.quantity.value, product.quantity.dimension, rng, mix.p_query_other_unit)
-    for name, p in (("size", mix.p_size), ("colour", mix.p_colour), ("material", mix.p_material),
-                    ("target", mix.p_target)):
+    for name, p in (
+        ("size", mix.p_size),
+        ("colour", mix.p_colour),
+        ("material", mix.p_material),
+        ("target", mix.p_target),
+    ):
         if getattr(product, name) and rng.random() < p:
             f[name] = getattr(product, name)
     if product.pack > 1 and rng.random() < mix.p_pack:
@@ -128,8 +132,11 @@ def render_query(f: dict, rng: random.Random) -> str:
     t = PRODUCT_TYPES[f["type_key"]]
     pre, post = [], []
     if f.get("condition"):
-        pre.append(rng.choice(("refurbished", "renewed")) if f["condition"] == "refurbished"
-                   else rng.choice(("new", "brand new")))
+        pre.append(
+            rng.choice(("refurbished", "renewed"))
+            if f["condition"] == "refurbished"
+            else rng.choice(("new", "brand new"))
+        )
     if f.get("colour"):
         pre.append(f["colour"])
     if f.get("material"):

@@ -13,9 +13,12 @@ from dataclasses import dataclass
 
 # unit -> (dimension, base units per unit)
 UNITS: dict[str, tuple[str, int]] = {
-    "ml": ("volume", 1), "l": ("volume", 1000),
-    "g": ("weight", 1), "kg": ("weight", 1000),
-    "GB": ("storage", 1), "W": ("power", 1),
+    "ml": ("volume", 1),
+    "l": ("volume", 1000),
+    "g": ("weight", 1),
+    "kg": ("weight", 1000),
+    "GB": ("storage", 1),
+    "W": ("power", 1),
 }
 _SPELLINGS: dict[str, tuple[str, ...]] = {
     "ml": ("{n}ml", "{n} ml"),
@@ -34,7 +37,7 @@ class Quantity:
     unit: str  # the unit it is written in
     text: str  # exactly as written
 
-    def same_amount(self, other: "Quantity") -> bool:
+    def same_amount(self, other: Quantity) -> bool:
         return self.dimension == other.dimension and abs(self.value - other.value) < 1e-9
 
 
