@@ -5,6 +5,7 @@ Named uniquely (not `helpers.py`) because tests/ folders share one import namesp
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 import zlib
@@ -103,7 +104,7 @@ def write_tiny_prefix_graphs(
     nxt = np.full(vocab_size, chain[-1], dtype=np.int64)
     for g in grade_ids:
         nxt[g] = chain[0]
-    for a, b in zip(chain, chain[1:], strict=True):
+    for a, b in itertools.pairwise(chain):
         nxt[a] = b
     table = [
         numpy_helper.from_array(onnx_table(k), "table"),
