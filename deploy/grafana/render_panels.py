@@ -149,7 +149,8 @@ def render(
             ax.set_title(panel["title"] + kind, fontsize=10)
             ax.set_ylabel(unit)
             ax.set_xlabel("minutes")
-            ax.set_ylim(bottom=0)
+            top = ax.get_ylim()[1]
+            ax.set_ylim(-0.02 * top, top)  # a series at 0 shows above the axis line
             ax.grid(alpha=0.3)
             if ax.get_legend_handles_labels()[0]:
                 ax.legend(fontsize=7, loc="upper left")
@@ -159,7 +160,7 @@ def render(
         ax.set_visible(False)
     when = time.strftime("%Y-%m-%d %H:%M", time.gmtime(start))
     figure.suptitle(f"{dashboard['title']}: panels from Prometheus, {when} UTC + {(end - start) / 60:.0f} min")
-    figure.tight_layout()
+    figure.tight_layout(rect=(0, 0, 1, 0.98))
     out.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(out, dpi=80)
     plt.close(figure)
@@ -178,6 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("panels.png"))
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per query otherwise
     try:
         variables = dict(item.split("=", 1) for item in args.var)
     except ValueError:

@@ -359,3 +359,14 @@ def test_every_rule_evaluates_and_returns_data(scraped):
     (errors,) = prometheus.query("job:afrl_requests_errors:ratio_rate5m")
     assert float(errors["value"][1]) == 0, errors  # zero-filled: no 5xx, yet a series
     assert not math.isnan(float(prometheus.query("job_endpoint:afrl_request_duration_seconds:p99_5m")[0]["value"][1]))
+
+
+@needs_prometheus
+def test_render_panels_draws_every_panel_from_the_live_prometheus(scraped, tmp_path):
+    prometheus, _, _ = scraped
+    dashboard = panels_module.load_dashboard()
+    end = time.time()
+    out = tmp_path / "panels.png"
+    drawn = panels_module.render(dashboard, prometheus.url, end - 30, end, 1.0, 1.0, {"job": "afrl"}, out)
+    assert drawn >= sum(len(p["targets"]) for p in panels_module.panels(dashboard))
+    assert out.stat().st_size > 10_000
