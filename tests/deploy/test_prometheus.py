@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import logging
 import math
 import os
 import re
@@ -23,10 +24,11 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from functools import partial
 from pathlib import Path
+from types import ModuleType
 
 import httpx
 import pytest
@@ -34,6 +36,7 @@ import yaml
 
 from loadtest.server_process import free_port, running_server
 
+logger = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parents[2]
 PROMETHEUS_DIR = ROOT / "deploy" / "prometheus"
 RULES = PROMETHEUS_DIR / "rules.yml"
@@ -47,7 +50,7 @@ needs_prometheus = pytest.mark.skipif(
 )
 
 
-def load_module(name: str, path: Path):
+def load_module(name: str, path: Path) -> ModuleType:
     """A module from a file outside any package: deploy/grafana/ and tests/service/'s conftest."""
     spec = importlib.util.spec_from_file_location(name, path)
     assert spec is not None and spec.loader is not None
@@ -160,7 +163,7 @@ def test_promtool_rejects_a_broken_rule(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def tiny_artifact(tmp_path_factory) -> Path:
+def tiny_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The service tests' score-only artifact, written by their own conftest's write_artifact."""
     from tokenizers import Tokenizer
 
@@ -200,7 +203,7 @@ class Prometheus:
         )
         self.client = httpx.Client(base_url=self.url, timeout=10.0)
 
-    def wait_until(self, what: str, check, timeout_s: float = 20.0) -> None:
+    def wait_until(self, what: str, check: Callable[[], bool], timeout_s: float = 20.0) -> None:
         deadline = time.monotonic() + timeout_s
         while True:
             assert self.proc.poll() is None, f"prometheus exited with {self.proc.returncode}; see {self.log.name}"
@@ -269,16 +272,21 @@ def send_traffic(url: str) -> dict[int, int]:
 
 
 @pytest.fixture(scope="module")
-def scraped(tiny_artifact, tmp_path_factory) -> Iterator[tuple[Prometheus, str, dict[int, int]]]:
+def scraped(
+    tiny_artifact: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Prometheus, str, dict[int, int]]]:
     """(Prometheus, the server's host:port, statuses sent) after two rounds of traffic, each scraped."""
     env = {"AFRL_MAX_QUEUE": "1", "AFRL_INTRA_OP_THREADS": "1", "AFRL_TOKENIZE_WORKERS": "1"}
     folder = tmp_path_factory.mktemp("prometheus")
+    began = time.monotonic()
     with running_server(tiny_artifact, env=env, ready_timeout_s=60, log_path=folder / "server.log") as url:
         target = url.removeprefix("http://")
+        logger.info("afrl serve ready after %.1f s", time.monotonic() - began)
         prometheus = Prometheus(folder, target)
         try:
             prometheus.wait_until("ready", lambda: prometheus.client.get("/-/ready").status_code == 200)
             prometheus.wait_until("a first scrape", partial(prometheus.scraped_since, 0))
+            logger.info("prometheus scraped it after %.1f s", time.monotonic() - began)
             statuses: dict[int, int] = {}
             for _ in range(2):  # a counter's first sample has no rate: the second round makes every rate move
                 for status, n in send_traffic(url).items():
@@ -287,6 +295,7 @@ def scraped(tiny_artifact, tmp_path_factory) -> Iterator[tuple[Prometheus, str, 
                 prometheus.wait_until("a scrape after the traffic", partial(prometheus.scraped_since, sent))
             sent = time.time()
             prometheus.wait_until("a rule evaluation after the scrape", partial(prometheus.rules_evaluated_since, sent))
+            logger.info("traffic %s scraped and rules evaluated after %.1f s", statuses, time.monotonic() - began)
             yield prometheus, target, statuses
         finally:
             prometheus.close()
