@@ -1,10 +1,12 @@
 """`afrl bench load`: the server and locust, each in its own process, for a set time; figures as CSV + PNG.
 
-    1. write the request mix (loadtest.load_mix) to OUT/mix.json;
-    2. start `afrl serve` (loadtest.server_process; log in OUT/server.log) and wait until ready;
+    afrl bench load [--model DIR] [--users 8] [--spawn-rate 8] [--duration 60s] [--out runs/bench-load]
+
+    1. write the request mix (bench.load_mix) to OUT/mix.json;
+    2. start `afrl serve` (bench.server_process; log in OUT/server.log) and wait until ready;
     3. run locust headless as a subprocess (OUT/locust.log): `--users` closed-loop users started
        at `--spawn-rate` per second, for `--duration`; its final statistics land in OUT/locust.json;
-    4. read them (loadtest.load_report): OUT/load.csv, OUT/load.png, OUT/load.json.
+    4. read them (bench.load_report): OUT/load.csv, OUT/load.png, OUT/load.json.
 
 Locust runs as a subprocess because it cannot be imported in a process that
 imported ssl or torch (gevent monkey-patching). The server's settings come
@@ -13,6 +15,7 @@ from the environment (`AFRL_*`), as for `afrl serve`.
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import os
@@ -23,14 +26,30 @@ from dataclasses import asdict
 from pathlib import Path
 
 from afrl.progress import Progress, say
-from loadtest.load_mix import read_kinds, write_mix
-from loadtest.load_report import plot, read_history, read_stats, write_csv
-from loadtest.server_process import running_server
+from bench.load_mix import read_kinds, write_mix
+from bench.load_report import LoadRow, format_table, plot, read_history, read_stats, write_csv
+from bench.server_process import running_server
 
 logger = logging.getLogger(__name__)
 
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
 EXTRA_WAIT_S = 120  # beyond --duration: locust's start and its last requests
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", help="artifact folder (default: the embedded default model)")
+    p.add_argument("--users", type=int, default=8, help="concurrent closed-loop users")
+    p.add_argument("--spawn-rate", type=float, default=8.0, help="users started per second")
+    p.add_argument("--duration", default="60s", help="how long locust runs (60s, 5m, ...)")
+    p.add_argument("--out", default="runs/bench-load", help="folder for the CSVs, plot and logs")
+
+
+def run(a: argparse.Namespace) -> int:
+    from afrl.cli.output import progress
+
+    report = run_load(a.model, a.users, a.spawn_rate, a.duration, Path(a.out), progress=progress)
+    print(format_table([LoadRow(**row) for row in report["rows"]]))
+    return 0
 
 
 def duration_seconds(text: str) -> int:

@@ -61,7 +61,7 @@ def resolve_model(
             "--preset default --out DIR` and pass --model DIR/artifact",
         )
     elif spec == "0.6b":
-        from loadtest.compare.qwen3_0p6b import make_checkpoint
+        from bench.qwen3_0p6b import make_checkpoint
 
         name, checkpoint = "0.6b", out / "0.6b" / "checkpoint"
         if not (checkpoint / "config.json").is_file():
@@ -130,9 +130,9 @@ def _export(
     validation_pairs: list[tuple[str, str]] | None,
 ) -> dict[str, float]:
     """Export the artifacts of `targets` (dtype -> folder), each graph to FP32 once; returns seconds per dtype."""
+    from bench.fp32_exports import reuse_fp32_exports
     from export.artifact import export_artifact
     from export.validate import Tolerance
-    from loadtest.compare.fp32_exports import reuse_fp32_exports
 
     seconds = {}
     scratch = cache / f".fp32-graphs-{sha[:16]}"  # GBs for a 0.6B model: removed once both dtypes are out

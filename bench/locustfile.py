@@ -1,4 +1,4 @@
-"""Locust users for `afrl bench load`: POST /v1/score in the mix of loadtest/load_mix.py.
+"""Locust users for `afrl bench load`: POST /v1/score in the mix of bench/load_mix.py.
 
 Each user sends its next request as soon as the previous answer has been
 read in full (closed loop: concurrency = the number of users). A streamed
@@ -8,14 +8,14 @@ admission control under overload) is recorded under the kind's name plus
 " [429]", so the kind's latencies are those of answered requests, and the
 user waits the Retry-After it was given (capped) as a well-behaved client
 does. Reads the mix from the JSON file named by AFRL_LOAD_MIX
-(loadtest.load_mix.write_mix).
+(bench.load_mix.write_mix).
 
 Run it through `afrl bench load`, which starts the server and locust in
 processes of their own: locust's gevent monkey-patching fails in a process
 that already imported ssl or torch, so nothing here may import afrl code that
 does. By hand, against a running server:
 
-    AFRL_LOAD_MIX=mix.json locust -f loadtest/locustfile.py --headless -u 8 -t 60s --host http://127.0.0.1:8000
+    AFRL_LOAD_MIX=mix.json locust -f bench/locustfile.py --headless -u 8 -t 60s --host http://127.0.0.1:8000
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from pathlib import Path
 
 from locust import FastHttpUser, constant, task
 
-from loadtest.load_mix import REJECTED, RETRY_AFTER_CAP_S  # plain constants: no ssl, no torch
+from bench.load_mix import REJECTED, RETRY_AFTER_CAP_S  # plain constants: no ssl, no torch
 
 _MIX = json.loads(Path(os.environ["AFRL_LOAD_MIX"]).read_text())
 KINDS = _MIX["kinds"]

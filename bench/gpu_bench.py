@@ -2,14 +2,14 @@
 
 On a lent GPU machine (torch with CUDA, onnxruntime CPU only), after sending
 onnxruntime-gpu in parts as ../shared/gpu/README.md says (the last transfer
-runs this script):
+runs this command, from the repository root):
 
-    python scripts/gpu_bench.py --out $OUT              # ~3-4 minutes on an H100/H200
+    python -m afrl.cli bench gpu --out $OUT              # ~3-4 minutes on an H100/H200
 
 Steps (results as JSON on stdout and in `--out`/gpu_bench.json, then a table):
 
 1. checkpoint: the Qwen3-0.6B architecture with seeded random weights
-   (scripts/gpu_export_check.py's builder), or `--checkpoint DIR`;
+   (bench.qwen3_0p6b), or `--checkpoint DIR`;
 2. export: an FP16 artifact with the score graph (label rows of the head at
    the last position only), validated by export_artifact on the provider;
 3. time each (batch, tokens) of `--shapes` (default 1x256, 8x256, 32x256,
@@ -23,7 +23,8 @@ Steps (results as JSON on stdout and in `--out`/gpu_bench.json, then a table):
    and pairs/s = batch / median.
 
 `--tiny --providers CPUExecutionProvider` runs every step on a tiny model on
-the CPU (torch FP32, no CUDA graphs): the dry run the tests do.
+the CPU (torch FP32, no CUDA graphs): the dry run the tests do. Exits 1
+when a step failed (its error is in the report).
 """
 
 from __future__ import annotations
@@ -31,23 +32,12 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "scripts"))
-
-from gpu_export_check import (  # noqa: E402  (after the path insert)
-    QWEN3_0P6B,
-    TINY,
-    activate_onnxruntime,
-    make_checkpoint,
-    time_torch,
-    tokenizer_folder,
-)
+from bench.gpu_export_check import GUIDELINE, activate_onnxruntime, time_torch, tokenizer_folder
+from bench.qwen3_0p6b import QWEN3_0P6B, TINY, make_checkpoint
 
 CUDA = "CUDAExecutionProvider"
 TOKEN_ID = 100  # any real token: timing depends on shapes only
@@ -112,8 +102,7 @@ def format_table(report: dict, shapes: list[tuple[int, int]]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default=".")
     p.add_argument("--providers", nargs="+", default=[CUDA, "CPUExecutionProvider"])
     p.add_argument("--parts", default="/tmp/parts", help="where the onnxruntime-gpu parts were assembled")
@@ -122,7 +111,9 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--checkpoint", help="benchmark this checkpoint folder instead of building one")
     p.add_argument("--shapes", default="1x256,8x256,32x256,128x256")
     p.add_argument("--repeats", type=int, default=20)
-    args = p.parse_args(argv)
+
+
+def run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     ort = activate_onnxruntime(args.providers, Path(args.parts))
 
@@ -149,7 +140,7 @@ def main(argv: list[str] | None = None) -> dict:
             checkpoint = Path(args.checkpoint)
         else:
             checkpoint = make_checkpoint(
-                work / "checkpoint", TINY if args.tiny else QWEN3_0P6B, tokenizer_folder(args.tokenizer)
+                work / "checkpoint", TINY if args.tiny else QWEN3_0P6B, tokenizer_folder(args.tokenizer), GUIDELINE
             )
         artifact = work / "fp16"
         step("export", lambda: export_score_fp16(checkpoint, artifact, args.providers))
@@ -163,8 +154,4 @@ def main(argv: list[str] | None = None) -> dict:
     (Path(args.out) / "gpu_bench.json").write_text(json.dumps(report, indent=2))
     print(json.dumps(report, indent=2))
     print(format_table(report, shapes))
-    return report
-
-
-if __name__ == "__main__":
-    main()
+    return 1 if any("error" in figures for figures in report["paths"].values()) else 0

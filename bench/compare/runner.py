@@ -1,7 +1,7 @@
 """`afrl bench compare`: the alternatives a user would pick and our engine, side by side in one run.
 
 1. the request: 1 query x `documents` documents from the world; the model: one checkpoint and
-   its FP32 and INT8 artifacts (loadtest.compare.models; missing ones exported and cached in OUT);
+   its FP32 and INT8 artifacts (bench.compare.models; missing ones exported and cached in OUT);
 2. the prompts: the artifact's template, guideline cut to ~`guideline_tokens` (compare.inputs);
 3. each path, one after the other (one model in memory at a time), `warmup` untimed and
    `repeats` timed requests, torch with `threads` threads and onnxruntime with `threads`
@@ -32,12 +32,12 @@ from pathlib import Path
 import numpy as np
 
 from afrl.progress import Progress, say
-from loadtest.compare.engine_path import engine_call
-from loadtest.compare.inputs import build_inputs
-from loadtest.compare.models import resolve_model
-from loadtest.compare.report import plot, rows, versions
-from loadtest.compare.timing import PathResult, agreement, time_path
-from loadtest.world_requests import world_requests
+from bench.compare.engine_path import engine_call
+from bench.compare.inputs import build_inputs
+from bench.compare.models import resolve_model
+from bench.compare.report import plot, rows, versions
+from bench.compare.timing import PathResult, agreement, time_path
+from bench.world_requests import world_requests
 
 logger = logging.getLogger(__name__)
 
@@ -109,8 +109,8 @@ def _no_close() -> None:
 
 def run_compare(config: CompareConfig, out: Path, progress: Progress | None = None) -> dict:
     """Runs every path; returns what OUT/compare.json holds (`table` is what the CLI prints)."""
-    from loadtest.compare.optimum_path import export_optimum, optimum_call
-    from loadtest.compare.torch_paths import generate, load_model, naive, reason_first
+    from bench.compare.optimum_path import export_optimum, optimum_call
+    from bench.compare.torch_paths import generate, load_model, naive, reason_first
 
     out.mkdir(parents=True, exist_ok=True)
     query, documents = world_requests(1, config.documents, config.seed)[0]
@@ -191,10 +191,6 @@ def run_compare(config: CompareConfig, out: Path, progress: Progress | None = No
         "table": table,
     }
     (out / "compare.json").write_text(json.dumps(report, indent=2))
-    title = (
-        f"{model.name}: 1 query x {len(documents)} documents, guideline {tokens['guideline_tokens']} tokens, "
-        f"{threads} threads, median of {config.repeats}"
-    )
-    plot(table, out / "compare.png", title)
+    plot(report, out / "compare.png")
     say(progress, logger, f"wrote {out / 'compare.json'} and {out / 'compare.png'}")
     return report

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from afrl.prompt import PromptEncoder
-from loadtest.compare.inputs import CompareInputs
+from bench.compare.inputs import CompareInputs
 
 
 def engine_call(

@@ -19,7 +19,7 @@ import json
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-from loadtest.load_mix import REJECTED, RequestKind
+from bench.load_mix import REJECTED, RequestKind
 
 
 @dataclass(frozen=True)
@@ -140,13 +140,10 @@ def write_csv(rows: list[LoadRow], path: Path) -> Path:
 
 
 def plot(rows: list[LoadRow], history: list[tuple[int, int, int, int]], path: Path, title: str) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from afrl.plotting import log_axis, pyplot, save
 
     shown = [r for r in rows if r.p50_ms is not None]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5), gridspec_kw={"width_ratios": [3, 2]})
+    fig, (left, right) = pyplot().subplots(1, 2, figsize=(12, 4.5), gridspec_kw={"width_ratios": [3, 2]})
     width = 0.27
     for i, (name, values) in enumerate(
         (
@@ -157,7 +154,7 @@ def plot(rows: list[LoadRow], history: list[tuple[int, int, int, int]], path: Pa
     ):
         left.bar([x + (i - 1) * width for x in range(len(shown))], values, width, label=name)
     left.set_xticks(range(len(shown)), [r.kind.replace(" stream+", "\nstream+") for r in shown], fontsize=7)
-    left.set_yscale("log")
+    log_axis(left, "y")
     left.set_ylabel("latency (ms, log scale)")
     left.legend()
     left.set_title("latency per request kind")
@@ -174,10 +171,7 @@ def plot(rows: list[LoadRow], history: list[tuple[int, int, int, int]], path: Pa
         fontsize=9,
     )
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save(fig, path)
 
 
 def format_table(rows: list[LoadRow]) -> str:

@@ -19,8 +19,11 @@ A random model samples text without grades, so its RL rewards are flat and the
 policy gradient is near zero; the smoke checks the machinery (shapes, dtypes,
 devices, memory, speed), the CPU tests check the algorithm.
 
-    python scripts/gpu_train_smoke.py                 # on the GPU machine; writes $OUT/gpu_train_smoke.json
-    python scripts/gpu_train_smoke.py --tiny          # CPU, tiny dimensions: checks this script's logic
+    python -m afrl.cli bench gpu-train-smoke          # on the GPU machine; writes $OUT/gpu_train_smoke.json
+    afrl bench gpu-train-smoke --tiny                 # CPU, tiny dimensions: checks this command's logic
+
+It lives with the benchmarks (one tree, one way to run them) but checks the
+training stack: `training.sft`, `training.rl` and `training.trl_grpo`.
 """
 
 from __future__ import annotations
@@ -34,24 +37,15 @@ import tempfile
 import time
 import traceback
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
+from bench.qwen3_0p6b import QWEN3_0P6B as CHECKPOINT_DIMS
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+if TYPE_CHECKING:
+    import torch
 
-QWEN3_0P6B = dict(
-    hidden_size=1024,
-    num_hidden_layers=28,
-    num_attention_heads=16,
-    num_key_value_heads=8,
-    head_dim=128,
-    intermediate_size=3072,
-    vocab_size=151_936,
-    tie_word_embeddings=True,
-    max_position_embeddings=4096,
-    rms_norm_eps=1e-6,
-    rope_theta=1_000_000.0,
-)
+# The benchmarks' 0.6B dims with Qwen3's real RoPE base, and positions enough for the smoke's sequences.
+QWEN3_0P6B = dict(CHECKPOINT_DIMS, max_position_embeddings=4096, rms_norm_eps=1e-6, rope_theta=1_000_000.0)
 TINY = dict(
     QWEN3_0P6B,
     hidden_size=64,
@@ -64,9 +58,10 @@ TINY = dict(
 
 
 def build_model(dims: dict, device: torch.device):
+    import torch
     from transformers import Qwen3Config, Qwen3ForCausalLM
 
-    config = Qwen3Config(**dims, bos_token_id=151643, eos_token_id=151645, pad_token_id=151643)
+    config = Qwen3Config(**dims)  # bos, eos and pad ids: Qwen3's, in the dims
     torch.manual_seed(0)
     with torch.device(device):
         return Qwen3ForCausalLM(config)
@@ -77,6 +72,8 @@ def snapshot(model) -> dict[str, torch.Tensor]:
 
 
 def unmoved(model, before: dict, rows: torch.Tensor) -> list[str]:
+    import torch
+
     out = []
     for name, p in model.named_parameters():
         now, then = (p[rows], before[name][rows]) if "embed_tokens" in name else (p, before[name])
@@ -85,15 +82,18 @@ def unmoved(model, before: dict, rows: torch.Tensor) -> list[str]:
     return out
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--tiny", action="store_true", help="CPU, tiny dimensions (checks the script's logic)")
-    ap.add_argument("--sft-steps", type=int, default=6)
-    ap.add_argument("--rl-steps", type=int, default=3)
-    ap.add_argument("--trl-steps", type=int, default=2)
-    ap.add_argument("--budget-s", type=float, default=270, help="skip phases that would start after this")
-    ap.add_argument("--out", default=os.environ.get("OUT", "."), help="folder for gpu_train_smoke.json")
-    args = ap.parse_args()
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--tiny", action="store_true", help="CPU, tiny dimensions (checks the command's logic)")
+    p.add_argument("--sft-steps", type=int, default=6)
+    p.add_argument("--rl-steps", type=int, default=3)
+    p.add_argument("--trl-steps", type=int, default=2)
+    p.add_argument("--budget-s", type=float, default=270, help="skip phases that would start after this")
+    p.add_argument("--out", default=os.environ.get("OUT", "."), help="folder for gpu_train_smoke.json")
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
     started = time.perf_counter()
 
     from training.context import TrainingContext
@@ -247,7 +247,3 @@ def main() -> int:
         )
     )
     return 0 if result["ok"] else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

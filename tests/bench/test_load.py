@@ -7,8 +7,8 @@ import csv
 import pytest
 
 from afrl.cli import main
-from loadtest.load_mix import request_kinds
-from loadtest.load_runner import duration_seconds
+from bench.load_mix import request_kinds
+from bench.load_runner import duration_seconds
 
 
 def test_duration_strings():

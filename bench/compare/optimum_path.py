@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from afrl.progress import Progress, say
-from loadtest.compare.inputs import CompareInputs
+from bench.compare.inputs import CompareInputs
 
 logger = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ import math
 from importlib import metadata
 from pathlib import Path
 
-from loadtest.compare.timing import PathResult
+from bench.compare.timing import PathResult
 
 PACKAGES = ("torch", "transformers", "onnxruntime", "optimum-onnx", "optimum")
 
@@ -58,24 +58,25 @@ def format_table(table: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def plot(table: list[dict], path: Path, title: str) -> Path:
-    import matplotlib
+def plot(report: dict, path: Path) -> Path:
+    """compare.png from what compare.json holds (so a saved run can be drawn again)."""
+    from afrl.plotting import log_axis, pyplot, save
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    shown = [r for r in table if "pairs_per_s" in r][::-1]  # first path on top
-    fig, ax = plt.subplots(figsize=(9, 0.45 * len(shown) + 1.6))
+    request, threads = report["request"], report["threads"]["onnxruntime_intra_op"]
+    title = (
+        f"{report['model']['name']}: 1 query x {request['documents']} documents, guideline "
+        f"{request['guideline_tokens']} tokens, {threads} threads, median of {report['config']['repeats']}"
+    )
+    shown = [r for r in report["table"] if "pairs_per_s" in r][::-1]  # first path on top
+    rates = [r["pairs_per_s"] for r in shown]
+    fig, ax = pyplot().subplots(figsize=(9, 0.45 * len(shown) + 1.6))
     colors = ["tab:blue" if r["key"].startswith("engine") else "tab:gray" for r in shown]
-    ax.barh([f"{r['label']} ({r['dtype']})" for r in shown], [r["pairs_per_s"] for r in shown], color=colors)
+    ax.barh([f"{r['label']} ({r['dtype']})" for r in shown], rates, color=colors)
     for y, r in enumerate(shown):
         ax.text(r["pairs_per_s"], y, f" {r['pairs_per_s']:.2f}/s ({r['vs_naive_fp32']:.1f}x)", va="center", fontsize=8)
-    ax.set_xscale("log")
+    ax.set_xlim(min(rates) / 2, max(rates) * 3)  # the slowest bar visible; room for the labels on the right
+    log_axis(ax, "x")
     ax.set_xlabel("(query, document) pairs per second, log scale (higher is better)")
     ax.tick_params(axis="y", labelsize=8)
     ax.set_title(title, fontsize=9)
-    ax.set_xlim(right=max(r["pairs_per_s"] for r in shown) * 3)  # room for the labels
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save(fig, path)

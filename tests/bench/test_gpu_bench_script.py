@@ -1,20 +1,17 @@
-"""scripts/gpu_bench.py's CPU dry run (its CUDA run is done on a lent GPU machine)."""
+"""`afrl bench gpu`'s CPU dry run (its CUDA run is done on a lent GPU machine)."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "gpu_bench.py"
+from afrl.cli import main
 
 
 def test_dry_run_times_both_paths(tiny_checkpoint, reused_fp32_graphs, tmp_path, capsys):
-    spec = importlib.util.spec_from_file_location("gpu_bench", SCRIPT)
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
-    report = script.main(
+    code = main(
         [
+            "bench",
+            "gpu",
             "--tiny",
             "--providers",
             "CPUExecutionProvider",
@@ -28,11 +25,13 @@ def test_dry_run_times_both_paths(tiny_checkpoint, reused_fp32_graphs, tmp_path,
             str(tmp_path),
         ]
     )
+    report = json.loads((tmp_path / "gpu_bench.json").read_text())
     paths = report["paths"]
     assert not [name for name, step in paths.items() if "error" in step], paths
+    assert code == 0
     assert paths["export"]["parity"]["max_abs_diff"] < 2e-2
     for name in ("torch_eager", "ort_io_binding"):
         assert paths[name]["1x16_ms"] > 0 and paths[name]["2x16_ms"] > 0
     assert paths["ort_io_binding"]["providers"][0] == "CPUExecutionProvider"
-    assert json.loads((tmp_path / "gpu_bench.json").read_text())["model"] == "tiny"
+    assert report["model"] == "tiny"
     assert "pairs/s" in capsys.readouterr().out

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from loadtest.compare.inputs import CompareInputs
+from bench.compare.inputs import CompareInputs
 
 
 def load_model(checkpoint: Path, threads: int):

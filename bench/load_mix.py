@@ -7,7 +7,7 @@
 {"top_k": 1}}`: the grades as server-sent events, then the best document's
 explanation. Each request kind has its own name in locust's statistics, so
 latency is reported per size and mode. Queries and documents come from the
-generated world (loadtest.world_requests), the same for every run.
+generated world (bench.world_requests), the same for every run.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from loadtest.world_requests import world_requests
+from bench.world_requests import world_requests
 
 SIZES = {1: 0.55, 10: 0.30, 50: 0.12, 200: 0.03}  # documents per request -> share of requests
 STREAM_SHARE = 0.1

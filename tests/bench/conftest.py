@@ -12,13 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from bench.fp32_exports import reuse_fp32_exports
+from bench.qwen3_0p6b import TINY, make_checkpoint
 from export.artifact import export_artifact
-from loadtest.compare.fp32_exports import reuse_fp32_exports
-from loadtest.compare.qwen3_0p6b import make_checkpoint
-
-TINY = dict(
-    hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1, head_dim=16
-)
 
 
 @pytest.fixture(scope="session")
