@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from afrl.manifest import TOKENIZER_FILE as TOKENIZER_FILE  # re-exported: loadtest reads the artifact's tokenizer
+from afrl.manifest import TOKENIZER_FILE as TOKENIZER_FILE  # re-exported: the benchmarks read the artifact's tokenizer
 from afrl.manifest import ArtifactError, Manifest, load_manifest, load_tokenizer
 from afrl.paths import default_model_dir
 from afrl.prompt import PromptEncoder

@@ -34,7 +34,7 @@ import httpx
 import pytest
 import yaml
 
-from loadtest.server_process import free_port, running_server
+from bench.server_process import free_port, running_server
 
 logger = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parents[2]
