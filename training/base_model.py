@@ -117,6 +117,8 @@ def load_base_model(
     guideline (training.world.guideline_text). label_values: default afrl.json's, else 0..4.
     """
     source, gguf_file = _source(config.checkpoint, config.gguf_file)
+    if gguf_file is None:
+        _check_checkpoint(source)
     afrl = {} if gguf_file else read_afrl_config(source)
     if guideline is None:
         guideline = afrl.get("guideline")
@@ -128,10 +130,10 @@ def load_base_model(
     labels = label_set(tokenizer, label_values or afrl.get("label_values") or DEFAULT_GRADES, config.checkpoint)
     template = prompt_template(tokenizer, guideline, config.checkpoint)
     model = load_model(source, gguf_file, getattr(torch, config.dtype))
-    if config.gradient_checkpointing:
-        set_gradient_checkpointing(model, True)
     if config.lora_rank:
         model = wrap_lora(model, config.lora_rank, config.lora_alpha, config.lora_dropout, config.lora_target_modules)
+    if config.gradient_checkpointing:
+        set_gradient_checkpointing(model, True)
     return BaseModel(
         source=config.checkpoint,
         model=model,
@@ -152,6 +154,24 @@ def _source(checkpoint: str, gguf_file: str | None) -> tuple[str, str | None]:
             raise BaseModelError(f"{checkpoint}: no such GGUF file")
         return str(path.parent), path.name
     return checkpoint, gguf_file
+
+
+def _check_checkpoint(checkpoint: str) -> None:
+    """A clear one-line error for a missing folder, a folder that is no checkpoint, or an unreachable hub id."""
+    from transformers.utils import cached_file
+
+    path = Path(checkpoint)
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise BaseModelError(f"{checkpoint}: the folder has no config.json, so it is no Hugging Face checkpoint")
+        return
+    if path.is_absolute() or checkpoint.startswith(".") or path.exists():
+        raise BaseModelError(f"{checkpoint}: no such checkpoint folder")
+    try:
+        cached_file(checkpoint, "config.json")
+    except (OSError, ValueError) as e:  # HFValidationError is a ValueError
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise BaseModelError(f"{checkpoint}: neither a checkpoint folder nor a reachable hub id ({first})") from None
 
 
 def read_afrl_config(checkpoint: str) -> dict[str, Any]:

@@ -126,6 +126,17 @@ def test_label_that_is_not_one_token_is_refused_by_name(plain_qwen3):
         load_base_model(BaseModelConfig(str(plain_qwen3)), guideline=GUIDELINE, label_values=(0, 10))
 
 
+def test_a_wrong_checkpoint_says_what_is_wrong(tmp_path):
+    (tmp_path / "empty").mkdir()
+    for checkpoint, message in [
+        (tmp_path / "missing", "no such checkpoint folder"),
+        (tmp_path / "empty", "no config.json"),
+        (tmp_path / "missing.gguf", "no such GGUF file"),
+    ]:
+        with pytest.raises(BaseModelError, match=message):
+            load_base_model(BaseModelConfig(str(checkpoint)))
+
+
 def test_lora_targets_that_do_not_exist_name_the_linear_layers(small_spec):
     with pytest.raises(BaseModelError, match=r"c_attn.*its linear layers are .*'q_proj'"):
         wrap_lora(build_tiny_qwen3(small_spec, seed=0), 4, target_modules=("c_attn",))
