@@ -30,6 +30,12 @@ projections of Llama / Qwen3 (`DEFAULT_LORA_TARGETS`); only the adapters
 train. `save_checkpoint_merged` folds them into the weights
 (`merge_and_unload`), so what export and serving read is an ordinary
 checkpoint, never an adapter folder.
+
+Measured on SmolLM2-135M (2 shared CPU cores, 8 x 256 tokens, one thread,
+CPU seconds, which contention inflates least): a LoRA rank-8 step 12.1 s, a
+full fine-tuning step 15.7 s. The backward pass still runs through every
+layer, so LoRA saves about a quarter of the step here; what it saves most is
+memory (AdamW state for 2.4M parameters instead of 134.5M).
 """
 
 from __future__ import annotations
