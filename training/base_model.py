@@ -77,7 +77,7 @@ class BaseModelConfig:
         default=DEFAULT_LORA_TARGETS, metadata={"help": "names of the linear layers that get adapters"}
     )
     gradient_checkpointing: bool = field(
-        default=False, metadata={"help": "recompute activations in backward (less memory, ~30% slower)"}
+        default=False, metadata={"help": "recompute activations in backward: less memory, one more forward pass"}
     )
 
     def __post_init__(self) -> None:
