@@ -68,7 +68,7 @@ def evaluate(
         )
     if report is None or explain:
         from training.context import load_checkpoint
-        from training.model_eval import evaluate_model
+        from training.evaluate.torch_model import evaluate_model
 
         examples, train_grades = load_examples(data, seed)
         examples = examples[:limit] if limit is not None else examples
