@@ -23,6 +23,7 @@ from afrl.prompt import PromptEncoder, PromptTemplate
 from afrl.sidecar import SIDECAR_NAME, Sidecar, read_sidecar
 from afrl.tokenizer_files import qwen3_tokenizer_dir
 from training.configs import save_config
+from training.rollout import Rollouts, generate
 from training.sft_data import SFTSequence, common_prefix, completion_vocab, encode_examples
 from training.world import guideline_text
 
@@ -92,6 +93,28 @@ class TrainingContext:
         if token_id not in self._pieces:
             self._pieces[token_id] = self.hf_tokenizer.decode([token_id])
         return self._pieces[token_id]
+
+    def greedy(
+        self,
+        model: torch.nn.Module,
+        pairs: Sequence[tuple[str, str]],
+        max_new_tokens: int,
+        vocab: torch.Tensor | None = None,
+        with_label_probs: bool = False,
+        batch_size: int = 64,
+    ) -> Rollouts:
+        """Greedy completions of (query, document) prompts (vocab None: the full vocabulary)."""
+        return generate(
+            model,
+            [self.prompt_ids(q, d) for q, d in pairs],
+            prefix_len=self.prefix_len,
+            eos_id=self.eos_id,
+            max_new_tokens=max_new_tokens,
+            vocab=vocab,
+            greedy=True,
+            label_ids=self.labels.token_ids if with_label_probs else None,
+            batch_size=batch_size,
+        )
 
     def vocab(self, *sequence_lists) -> torch.Tensor:
         """The completion vocabulary of all given sequence lists (labels always included)."""

@@ -23,7 +23,6 @@ import torch
 
 from training.context import TrainingContext
 from training.endpoint import Post, auth_headers, chat_completions_url, post_json
-from training.rollout import generate
 
 
 @dataclass(frozen=True)
@@ -55,18 +54,7 @@ class CheckpointTeacher:
         self.max_new_tokens, self.batch_size, self.name = max_new_tokens, batch_size, name
 
     def outputs(self, pairs: Sequence[tuple[str, str]]) -> list[TeacherOutput]:
-        prompts = [self.ctx.prompt_ids(q, d) for q, d in pairs]
-        out = generate(
-            self.model,
-            prompts,
-            prefix_len=self.ctx.prefix_len,
-            eos_id=self.ctx.eos_id,
-            max_new_tokens=self.max_new_tokens,
-            vocab=self.vocab,
-            greedy=True,
-            label_ids=self.ctx.labels.token_ids,
-            batch_size=self.batch_size,
-        )
+        out = self.ctx.greedy(self.model, pairs, self.max_new_tokens, self.vocab, True, self.batch_size)
         return [
             TeacherOutput(self.ctx.decode(ids), done, tuple(p.tolist()))
             for ids, done, p in zip(out.completion_ids, out.finished, out.label_probs, strict=True)

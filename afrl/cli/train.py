@@ -77,44 +77,22 @@ def cmd_train_pipeline(args: argparse.Namespace) -> int:
 
 def cmd_train_sft(args: argparse.Namespace) -> int:
     from training.configs import resolve
-    from training.presets import preset
     from training.stages import sft_stage
 
-    base = preset(args.preset)
-    checkpointing = args.gradient_checkpointing
-    config = resolve(
-        base.sft_stage_config(),
-        args.config,
-        {
-            "sft": {
-                **_sft_flags(args),
-                "share_prefix": False if checkpointing else None,  # checkpointed layers keep no prefix cache
-            }
-        },
-    )
-    report = sft_stage(
-        Path(args.out),
-        base,
-        config,
-        base=args.base,
-        data=args.data,
-        guideline_file=args.guideline_file,
-        steps=args.steps,
-        engine=args.engine,
-        progress=_progress,
-    )
+    run = _stage_run(args)
+    config = resolve(run.preset.sft_stage_config(), args.config, {"sft": _sft_flags(args)})
+    report = sft_stage(run, config, base=args.base, steps=args.steps, engine=args.engine)
     print(json.dumps(_stage_summary(report), indent=2))
     return 0
 
 
 def cmd_train_rl(args: argparse.Namespace) -> int:
     from training.configs import resolve
-    from training.presets import preset
     from training.stages import rl_stage
 
-    base = preset(args.preset)
+    run = _stage_run(args)
     config = resolve(
-        base.rl_stage_config(),
+        run.preset.rl_stage_config(),
         args.config,
         {
             "steps": args.steps,
@@ -133,15 +111,7 @@ def cmd_train_rl(args: argparse.Namespace) -> int:
         },
     )
     report = rl_stage(
-        Path(args.out),
-        base,
-        config,
-        model=args.model,
-        data=args.data,
-        engine=args.engine,
-        use_vllm=args.use_vllm,
-        vllm_mode=args.vllm_mode,
-        progress=_progress,
+        run, config, model=args.model, engine=args.engine, use_vllm=args.use_vllm, vllm_mode=args.vllm_mode
     )
     print(json.dumps(_stage_summary(report), indent=2))
     return 0
@@ -149,36 +119,32 @@ def cmd_train_rl(args: argparse.Namespace) -> int:
 
 def cmd_train_distill(args: argparse.Namespace) -> int:
     from training.configs import resolve
-    from training.presets import preset
     from training.stages import distill_stage
 
-    base = preset(args.preset)
+    run = _stage_run(args)
     if args.teacher_endpoint and not args.teacher_model:
         raise ValueError("--teacher-model is required with --teacher-endpoint")
     config = resolve(
-        base.distill_stage_config(),
+        run.preset.distill_stage_config(),
         args.config,
         {
-            "sft": {**_sft_flags(args), "share_prefix": False if args.gradient_checkpointing else None},
+            "sft": _sft_flags(args),
             "max_new_tokens": args.max_new_tokens,
             "teacher_base_url": args.teacher_endpoint,
             "teacher_model": args.teacher_model,
             "teacher_api_key_env": args.api_key_env,
         },
     )
-    report = distill_stage(
-        Path(args.out),
-        base,
-        config,
-        teacher=args.teacher,
-        student=args.student,
-        data=args.data,
-        guideline_file=args.guideline_file,
-        steps=args.steps,
-        progress=_progress,
-    )
+    report = distill_stage(run, config, teacher=args.teacher, student=args.student, steps=args.steps)
     print(json.dumps(_stage_summary(report), indent=2))
     return 0
+
+
+def _stage_run(args: argparse.Namespace) -> Any:
+    from training.presets import preset
+    from training.stages import StageRun
+
+    return StageRun(Path(args.out), preset(args.preset), args.data, getattr(args, "guideline_file", None), _progress)
 
 
 def _sft_flags(args: argparse.Namespace) -> dict[str, Any]:
@@ -190,6 +156,7 @@ def _sft_flags(args: argparse.Namespace) -> dict[str, Any]:
         "grade_weight": args.grade_weight,
         "lora_rank": args.lora_rank,
         "gradient_checkpointing": args.gradient_checkpointing,
+        "share_prefix": False if args.gradient_checkpointing else None,  # checkpointed layers keep no prefix cache
     }
 
 

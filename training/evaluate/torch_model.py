@@ -25,7 +25,6 @@ from afrl.scoring import GradeResult, grade_results
 from training.context import TrainingContext
 from training.evaluate.reports import explanation_report, grade_report
 from training.model_factory import body_parameters
-from training.rollout import generate
 
 
 @torch.no_grad()
@@ -34,19 +33,8 @@ def label_probs(
 ) -> torch.Tensor:
     """(N, K) label distribution of each example's first generated position."""
     labels = torch.tensor(sorted(ctx.labels.token_ids))
-    prompts = [ctx.prompt_ids(ex.query, ex.document) for ex in examples]
-    out = generate(
-        model,
-        prompts,
-        prefix_len=ctx.prefix_len,
-        eos_id=ctx.eos_id,
-        max_new_tokens=1,
-        vocab=labels,
-        greedy=True,
-        label_ids=ctx.labels.token_ids,
-        batch_size=batch_size,
-    )
-    return out.label_probs
+    pairs = [(ex.query, ex.document) for ex in examples]
+    return ctx.greedy(model, pairs, 1, vocab=labels, with_label_probs=True, batch_size=batch_size).label_probs
 
 
 def score(model: torch.nn.Module, ctx: TrainingContext, examples: Sequence) -> list[GradeResult]:
@@ -67,17 +55,7 @@ def generate_completions(
     batch_size: int = 64,
 ) -> list[str]:
     """Greedy AFRL completions ("<grade>\\n[Query] ..."), without the end-of-turn token (vocab None: all tokens)."""
-    prompts = [ctx.prompt_ids(ex.query, ex.document) for ex in examples]
-    out = generate(
-        model,
-        prompts,
-        prefix_len=ctx.prefix_len,
-        eos_id=ctx.eos_id,
-        max_new_tokens=max_new_tokens,
-        vocab=vocab,
-        greedy=True,
-        batch_size=batch_size,
-    )
+    out = ctx.greedy(model, [(ex.query, ex.document) for ex in examples], max_new_tokens, vocab, batch_size=batch_size)
     return [ctx.decode(ids) for ids in out.completion_ids]
 
 

@@ -38,32 +38,10 @@ class ProgrammaticMutator:
         return OPERATORS[operator](rng, rule_id)
 
 
-_QUERY_EDITABLE = (
-    "brand",
-    "brand_typed",
-    "model",
-    "colour",
-    "material",
-    "size",
-    "pack",
-    "target",
-    "condition",
-    "price_max",
-    "excluded_feature",
-)
-_DOC_EDITABLE = (
-    "brand",
-    "model",
-    "colour",
-    "material",
-    "size",
-    "pack",
-    "target",
-    "condition",
-    "price",
-    "has_feature",
-    "brand_in_title",
-)
+# the fields an edit may change; the order is the one the LLM sees them in
+_SHARED_EDITABLE = ("model", "colour", "material", "size", "pack", "target", "condition")
+_QUERY_EDITABLE = ("brand", "brand_typed", *_SHARED_EDITABLE, "price_max", "excluded_feature")
+_DOC_EDITABLE = ("brand", *_SHARED_EDITABLE, "price", "has_feature", "brand_in_title")
 
 
 def _allowed_values(t: ProductType) -> dict[str, Sequence]:
