@@ -5,18 +5,20 @@
     providers.py        AFRL_PROVIDERS -> execution providers and their options (auto: CUDA if present)
     onnx_session.py     one graph in an onnxruntime session: plain runs on CPU, IO binding on GPU,
                         CUDA graphs per shape bucket (AFRL_CUDA_GRAPHS)
-    backend.py          Backend protocol (+ shared-prefix and decode capabilities), OnnxBackend
+    backend.py          what a backend can do, as protocols checked with isinstance: Backend (score),
+                        PrefixBackend, DecodeBackend, DeviceBackend (providers, warmup shapes); OnnxBackend
     kv.py               KV caches between graphs: prefix ++ document caches for decoding
     batching.py         micro-batch planning, shape buckets, which batches may merge (pure)
     scheduler.py        the cross-request batcher: token budget, fairness, max wait, dead work,
                         queued-token bound; one inference thread
     reasoning.py        greedy decoding of explanations from the score's KV cache
-    engine.py           ScoringEngine: tokenize -> scheduler -> grades -> explanations
-    admission.py        requests-in-flight bound, QueueFull (429), Deadline (504)
+    engine.py           ScoringEngine: tokenize -> scheduler -> grades -> explanations; the one object
+                        routes call (admission pre-checks and slots, health, liveness, model info)
+    admission.py        requests-in-flight bound (owned by the engine), QueueFull (429), Deadline (504)
     metrics.py          per-app Prometheus registry
     runtime.py          lifecycle state on app.state.runtime (background load + warmup, draining)
-    api/                schemas, errors, auth, body limits, serving glue (score, stream, rerank),
-                        routes, middleware
+    api/                schemas (query and documents validated once), errors, auth, body limits,
+                        serving glue (score, stream, rerank), routes, middleware
     app.py              create_app(settings, backend_factory), run(settings): graceful SIGTERM
 
 Never imports torch or transformers.

@@ -1,9 +1,14 @@
 """Admission: what a request must pass before its work may queue for the model.
 
 Admission        a bound on requests in flight (queued or running), reported as afrl_queue_depth
-QueueFull        429: that bound, or the batcher's bound on queued tokens, is reached;
-                 carries the Retry-After estimate
+QueueFull        429: that bound, the batcher's bound on queued tokens, or its bound on the
+                 queue delay is reached; carries the Retry-After estimate
 Deadline         `timeout_ms` as an absolute time; expired work never reaches the model (504)
+
+The HTTP layer asks the engine only (ScoringEngine.check_admission before the body is read,
+ScoringEngine.admit for the request's life); the engine owns the `Admission`, and the
+scheduler, which counts the queued tokens and measures the throughput, checks the token and
+delay bounds as a request arrives and is submitted.
 """
 
 from __future__ import annotations

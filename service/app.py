@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from types import FrameType
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
@@ -76,23 +77,24 @@ def run(settings: ServiceSettings | None = None, backend_factory: BackendFactory
     """Serve until interrupted. Raises ArtifactError (server stopped) if the model fails to load."""
     import uvicorn
 
-    settings = settings or ServiceSettings()
-    app = create_app(settings, backend_factory)
+    chosen = settings or ServiceSettings()
+    app = create_app(chosen, backend_factory)
     runtime: ServiceRuntime = app.state.runtime
 
     class DrainingServer(uvicorn.Server):
-        def handle_exit(self, sig, frame) -> None:
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
             if not runtime.draining:
-                logger.info("signal %s: draining in-flight requests for up to %.0f s", sig, settings.grace_period_s)
+                logger.info("signal %s: draining in-flight requests for up to %.0f s", sig, chosen.grace_period_s)
             runtime.draining = True
             super().handle_exit(sig, frame)
 
     config = uvicorn.Config(
         app,
-        host=settings.host,
-        port=settings.port,
-        timeout_graceful_shutdown=settings.grace_period_s,
-        access_log=settings.access_log,
+        host=chosen.host,
+        port=chosen.port,
+        # uvicorn annotates int, but waits with asyncio.wait_for, which takes fractions of a second too
+        timeout_graceful_shutdown=chosen.grace_period_s,  # type: ignore[arg-type]
+        access_log=chosen.access_log,
     )
     server = DrainingServer(config)
 

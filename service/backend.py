@@ -1,12 +1,18 @@
-"""The model behind the service: label logits, shared-prefix scoring, decode steps.
+"""The model behind the service, as three capabilities: score; prefix; decode.
 
-A `Backend` is deliberately tiny (after TEI's backend trait) so that tests
-drive the real HTTP app over a fake. Two optional capabilities, announced by
-`supports_prefix` / `supports_decode` (absent means False):
+A backend is deliberately tiny (after TEI's backend trait) so that tests
+drive the real HTTP app over a fake. What it can do is said by which
+protocol it satisfies, checked with `isinstance` (never attribute probing):
 
-    prefix:  prefix_cache(ids (1, P)) -> KVCache
-             score_with_prefix(prefix, ids (B, T), mask (B, T), keep_cache) -> (B, K), KVCache | None
-    decode:  decode(ids (B, T), past) -> logits (B, V), present   (mask = past.mask ++ ones)
+    Backend         label_logits(ids (B, T), mask (B, T)) -> (B, K); health(); num_labels
+    PrefixBackend   + prefix_cache(ids (1, P)) -> KVCache
+                    + score_with_prefix(prefix, ids (B, T), mask (B, T), keep_cache) -> (B, K), KVCache | None
+    DecodeBackend   + decode(ids (B, T), past) -> logits (B, V), present   (mask = past.mask ++ ones)
+    DeviceBackend   providers, and the (rows, length) shapes warmup must run (CUDA graphs: one per shape)
+
+A prefix or decode backend whose artifact lacks those graphs says so in
+`supports_prefix` / `supports_decode`; `prefix_backend` / `decode_backend`
+give the backend typed as the capability when it has it, else None.
 
 `OnnxBackend` implements them over the graphs of afrl/graphs.py that the
 manifest lists; names and shapes are checked at load time, before any value.
@@ -23,7 +29,7 @@ import numpy as np
 from afrl import graphs
 from afrl.manifest import ArtifactError, Manifest
 from service.kv import KVCache, prefix_cache, shape
-from service.onnx_session import CudaGraphRunner, GraphSession
+from service.onnx_session import CudaGraphRunner, GraphSession, cuda_graph_shapes
 from service.providers import ProviderPlan
 
 logger = logging.getLogger(__name__)
@@ -34,7 +40,7 @@ OUTPUT_NAME = graphs.LABEL_LOGITS
 
 @runtime_checkable
 class Backend(Protocol):
-    """Computes the label logits of the first generated position."""
+    """What every backend can do: the label logits of the first generated position."""
 
     num_labels: int
 
@@ -47,12 +53,70 @@ class Backend(Protocol):
         ...
 
 
+@runtime_checkable
+class PrefixBackend(Backend, Protocol):
+    """Scores documents after a shared prefix (guideline + query) computed once per request."""
+
+    @property
+    def supports_prefix(self) -> bool:
+        """False when this instance has no prefix graphs to run (the methods would fail)."""
+        ...
+
+    def prefix_cache(self, input_ids: np.ndarray) -> KVCache:
+        """(1, P) prefix ids -> its KV cache."""
+        ...
+
+    def score_with_prefix(
+        self, prefix: KVCache, input_ids: np.ndarray, attention_mask: np.ndarray, keep_cache: bool = False
+    ) -> tuple[np.ndarray, KVCache | None]:
+        """(B, T) left-padded document rows after `prefix` -> (B, K) logits and, if kept, their own cache."""
+        ...
+
+
+@runtime_checkable
+class DecodeBackend(PrefixBackend, Protocol):
+    """Decodes explanations from the score's KV cache (which needs the prefix graphs too)."""
+
+    @property
+    def supports_decode(self) -> bool:
+        """False when this instance has no decode graph to run."""
+        ...
+
+    def decode(self, input_ids: np.ndarray, past: KVCache) -> tuple[np.ndarray, KVCache]:
+        """One step: (B, T) new tokens after `past` -> (B, V) next-token logits and the grown cache."""
+        ...
+
+
+@runtime_checkable
+class DeviceBackend(Protocol):
+    """Runs on ONNX Runtime execution providers: what /info reports, and what warmup must run."""
+
+    @property
+    def providers(self) -> list[str]: ...
+
+    def warmup_shapes(self, lengths: list[int], max_batch_tokens: int) -> list[tuple[int, int]]:
+        """The (rows, length) batches to run once before serving, for these padded lengths."""
+        ...
+
+
+def prefix_backend(backend: Backend) -> PrefixBackend | None:
+    """`backend` as a PrefixBackend when it can score on a shared prefix, else None."""
+    return backend if isinstance(backend, PrefixBackend) and backend.supports_prefix else None
+
+
+def decode_backend(backend: Backend) -> DecodeBackend | None:
+    """`backend` as a DecodeBackend when it can explain (prefix graphs and a decode graph), else None."""
+    if isinstance(backend, DecodeBackend) and backend.supports_prefix and backend.supports_decode:
+        return backend
+    return None
+
+
 def supports_prefix(backend: Backend) -> bool:
-    return bool(getattr(backend, "supports_prefix", False))
+    return prefix_backend(backend) is not None
 
 
 def supports_decode(backend: Backend) -> bool:
-    return supports_prefix(backend) and bool(getattr(backend, "supports_decode", False))
+    return decode_backend(backend) is not None
 
 
 def decode_mask(past: KVCache, new_tokens: int) -> np.ndarray:
@@ -90,7 +154,9 @@ class OnnxBackend:
             if plan.cuda_graphs and self.score.plan.on_gpu
             else None
         )
-        self.prefix = self.score_prefix = self.decoder = None
+        self.prefix: GraphSession | None = None
+        self.score_prefix: GraphSession | None = None
+        self.decoder: GraphSession | None = None
         self.layers = 0
         if shared_prefix and {graphs.PREFIX, graphs.SCORE_PREFIX} <= listed.keys():
             self.prefix = open_graph(graphs.PREFIX)
@@ -121,6 +187,11 @@ class OnnxBackend:
     def providers(self) -> list[str]:
         return self.score.providers
 
+    def warmup_shapes(self, lengths: list[int], max_batch_tokens: int) -> list[tuple[int, int]]:
+        if self.cuda_graphs is not None:  # one graph per (rows, length) bucket, all captured before serving
+            return cuda_graph_shapes(lengths, max_batch_tokens)
+        return [(1, n) for n in lengths]
+
     def label_logits(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         input_ids = np.ascontiguousarray(input_ids, dtype=np.int64)
         attention_mask = np.ascontiguousarray(attention_mask, dtype=np.int64)
@@ -133,7 +204,7 @@ class OnnxBackend:
     def prefix_cache(self, input_ids: np.ndarray) -> KVCache:
         present = graphs.present_names(self.layers)
         feed = {graphs.INPUT_IDS: np.ascontiguousarray(input_ids, dtype=np.int64)}  # (1, P)
-        return prefix_cache(self.prefix.run(feed, present, keep_on_device=present))
+        return prefix_cache(_opened(self.prefix, graphs.PREFIX).run(feed, present, keep_on_device=present))
 
     def score_with_prefix(
         self, prefix: KVCache, input_ids: np.ndarray, attention_mask: np.ndarray, keep_cache: bool = False
@@ -144,7 +215,7 @@ class OnnxBackend:
         feed = {graphs.INPUT_IDS: np.ascontiguousarray(input_ids, dtype=np.int64), graphs.ATTENTION_MASK: mask}
         feed.update(zip(graphs.past_names(self.layers), prefix.tensors, strict=True))
         present = graphs.present_names(self.layers) if keep_cache else []
-        logits, *cache = self.score_prefix.run(feed, [OUTPUT_NAME, *present])
+        logits, *cache = _opened(self.score_prefix, graphs.SCORE_PREFIX).run(feed, [OUTPUT_NAME, *present])
         own = KVCache(cache, np.asarray(attention_mask, dtype=np.int64)) if keep_cache else None
         return np.asarray(logits, dtype=np.float32), own
 
@@ -154,7 +225,8 @@ class OnnxBackend:
         feed = {graphs.INPUT_IDS: np.ascontiguousarray(input_ids, dtype=np.int64), graphs.ATTENTION_MASK: mask}
         feed.update(zip(graphs.past_names(self.layers), past.tensors, strict=True))
         present = graphs.present_names(self.layers)
-        logits, *cache = self.decoder.run(feed, [graphs.LOGITS, *present], keep_on_device=present)
+        decoder = _opened(self.decoder, graphs.DECODE)
+        logits, *cache = decoder.run(feed, [graphs.LOGITS, *present], keep_on_device=present)
         if shape(cache[0])[2] != mask.shape[1]:
             raise RuntimeError(f"decode returned a cache of {shape(cache[0])[2]} positions, expected {mask.shape[1]}")
         return np.asarray(logits, dtype=np.float32), KVCache(cache, mask)
@@ -162,3 +234,10 @@ class OnnxBackend:
     def health(self) -> None:
         if self.score.session is None:
             raise RuntimeError("the onnxruntime session is closed")
+
+
+def _opened(graph: GraphSession | None, name: str) -> GraphSession:
+    """An optional graph that a caller needs: one that did not check `supports_*` first gets a clear error."""
+    if graph is None:
+        raise RuntimeError(f"this backend has no {name} graph (the artifact lacks it, or shared_prefix is off)")
+    return graph

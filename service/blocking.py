@@ -8,6 +8,7 @@ scorer.close()                             # the engine (its batcher and threads
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 
 from service.engine import ScoreOutcome, ScoringEngine
 
@@ -17,7 +18,7 @@ class BlockingScorer:
         self.engine = engine
         self._loop = asyncio.new_event_loop()
 
-    def score(self, query: str, documents: list) -> ScoreOutcome:
+    def score(self, query: str, documents: Sequence[str]) -> ScoreOutcome:
         return self._loop.run_until_complete(self.engine.score(query, documents))
 
     def close(self) -> None:

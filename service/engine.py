@@ -12,6 +12,16 @@
 `run.scores()` for the documents graded by each finished micro-batch, then
 `run.explain(indices)` for explanation deltas; `run.close()` drops whatever
 is still queued (the HTTP layer calls it when the client goes away).
+
+The engine is the one object the HTTP layer talks to:
+
+    check_admission()  429 before a body is read: requests in flight at max_queue, or the work
+                       ahead past max_queue_delay_ms (the queued-token bound is checked as a
+                       request arrives and is submitted, by the scheduler that counts them)
+    admit()            holds one of max_queue in-flight slots for the life of a request
+    health()           raise unless it can serve well (/health/ready)
+    liveness()         raise BackendStuck when the backend is wedged (/health/live)
+    name, manifest, providers, reasoning, shared_prefix   what /info reports
 """
 
 from __future__ import annotations
@@ -20,22 +30,23 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from afrl.manifest import Manifest
 from afrl.padding import left_pad
 from afrl.prompt import EncodedPair
 from afrl.scoring import GradeResult, grade_results
-from service.admission import Deadline
+from service.admission import Admission, Deadline
 from service.artifact_loader import LoadedModel
-from service.backend import supports_decode, supports_prefix
+from service.backend import DeviceBackend, decode_backend, prefix_backend
 from service.batching import shape_buckets
 from service.kv import KVCache, join
 from service.metrics import ServiceMetrics
-from service.onnx_session import cuda_graph_shapes
 from service.reasoning import DecodeSession
 from service.scheduler import RequestWork, Scheduler
 from service.settings import ServiceSettings
@@ -115,17 +126,28 @@ class ScoreRun:
         """Hold caches only for the documents that can still be among the `keep` best (copied out of
         the batch's arrays, so those can be freed)."""
         candidates = set(self._caches) | set(rows)
-        keep = sorted(candidates, key=lambda i: (-self.results[i].score, i))[: self._keep]
+        keep = sorted(candidates, key=lambda i: (-self.result(i).score, i))[: self._keep]
         for row in set(self._caches) - set(keep):
             del self._caches[row]
         for b, row in enumerate(rows):
             if row in keep:
                 self._caches[row] = cache.row(b)
 
+    def result(self, index: int) -> GradeResult:
+        """Document `index`'s grade, which its micro-batch has delivered."""
+        result = self.results[index]
+        if result is None:
+            raise RuntimeError(f"document {index} is not graded yet")
+        return result
+
+    def graded(self) -> list[GradeResult]:
+        """Every document's grade, input order, once `scores()` is exhausted."""
+        return [self.result(i) for i in range(len(self.results))]
+
     def best(self, k: int | None = None) -> list[int]:
         """Indices of graded documents, best score first (ties: input order)."""
         graded = [i for i, r in enumerate(self.results) if r is not None]
-        return sorted(graded, key=lambda i: (-self.results[i].score, i))[:k]
+        return sorted(graded, key=lambda i: (-self.result(i).score, i))[:k]
 
     async def explain(self, indices: Sequence[int]) -> AsyncIterator[tuple[int, str]]:
         """(document index, text delta) as tokens are decoded; all rows decode together."""
@@ -135,18 +157,13 @@ class ScoreRun:
         missing = [i for i in indices if i not in self._caches]
         if missing:
             raise RuntimeError(f"no kept cache for documents {missing}")
-        labels = engine.model.manifest.labels
-        first = [labels.token_ids[labels.values.index(self.results[i].grade)] for i in indices]
-        past = join(self.work.prefix_cache, [self._caches.pop(i) for i in indices])
-        session = DecodeSession(
-            engine.model.backend,
-            past,
-            indices,
-            first,
-            engine.model.eos_id,
-            engine.max_new_tokens,
-            engine.model.tokenizer,
-        )
+        decoder, eos_id, prefix = engine.decoder, engine.model.eos_id, self.work.prefix_cache
+        if decoder is None or eos_id is None or prefix is None:  # caches are kept only when all are there
+            raise RuntimeError("this request's model cannot explain")
+        labels = engine.manifest.labels
+        first = [labels.token_ids[labels.values.index(self.result(i).grade)] for i in indices]
+        past = join(prefix, [self._caches.pop(i) for i in indices])
+        session = DecodeSession(decoder, past, indices, first, eos_id, engine.max_new_tokens, engine.model.tokenizer)
         first_token = True
         while not session.done:
             produced = await engine.scheduler.run_step(self.work, session.step)
@@ -185,8 +202,11 @@ class ScoringEngine:
         self.values = model.manifest.labels.values
         self.max_sequence_length = model.manifest.max_sequence_length
         self.max_new_tokens = settings.max_new_tokens
-        self.shared_prefix = supports_prefix(model.backend)
-        self.reasoning = supports_decode(model.backend) and model.eos_id is not None
+        self.prefix_scorer = prefix_backend(model.backend)  # None: full prompts on the score graph
+        self.decoder = decode_backend(model.backend) if model.eos_id is not None else None  # None: no explaining
+        self.shared_prefix = self.prefix_scorer is not None
+        self.reasoning = self.decoder is not None
+        self.admission = Admission(settings.max_queue, metrics.queue_depth)
         self.scheduler = scheduler or Scheduler(
             model.backend,
             model.pad_id,
@@ -203,6 +223,44 @@ class ScoringEngine:
     def start_background(self) -> None:
         """Start the batcher loop on the running event loop (else the first request starts it)."""
         self.scheduler.start()
+
+    # ---- what the HTTP layer asks, besides scoring ------------------------------------------
+
+    @property
+    def name(self) -> str:
+        """The model's name in responses and /info."""
+        return self.model.name
+
+    @property
+    def manifest(self) -> Manifest:
+        return self.model.manifest
+
+    @property
+    def providers(self) -> list[str]:
+        """Execution providers of the backend, [] for one not on ONNX Runtime (a fake)."""
+        backend = self.model.backend
+        return list(backend.providers) if isinstance(backend, DeviceBackend) else []
+
+    def check_admission(self) -> None:
+        """QueueFull unless a request arriving now could be admitted; cheap, so the HTTP layer calls
+        it before reading a body: under overload a refusal should cost next to nothing."""
+        self.admission.check()
+        self.scheduler.check_delay()
+
+    @contextmanager
+    def admit(self) -> Iterator[None]:
+        """Hold one in-flight slot (QueueFull when none is free) while the request lives."""
+        with self.admission.admit():
+            yield
+
+    def health(self) -> None:
+        """Raise unless the engine can serve well: backend healthy, batcher running, no pass stuck."""
+        self.model.backend.health()
+        self.scheduler.health()
+
+    def liveness(self) -> None:
+        """Raise BackendStuck when the backend is wedged (restart the process)."""
+        self.scheduler.liveness()
 
     async def start(
         self,
@@ -260,7 +318,7 @@ class ScoringEngine:
         finally:
             run.close()
         return ScoreOutcome(
-            results=list(run.results),
+            results=run.graded(),
             truncated=run.truncated,
             usage=run.usage,
             explanations={i: "".join(parts) for i, parts in explanations.items()},
@@ -316,23 +374,25 @@ class ScoringEngine:
         lengths = self.warmup_lengths()
         base = pair.document_ids if self.shared_prefix else pair.input_ids
         rows = [(base * (n // len(base) + 1))[-n:] for n in lengths]  # real tokens, full length
-        shapes = [(1, n) for n in lengths]
-        if getattr(backend, "cuda_graphs", None) is not None:
-            shapes = cuda_graph_shapes(lengths, self.settings.max_batch_tokens)
+        if isinstance(backend, DeviceBackend):  # CUDA graphs: one per (rows, length) bucket
+            shapes = backend.warmup_shapes(lengths, self.settings.max_batch_tokens)
+        else:
+            shapes = [(1, n) for n in lengths]
         start = time.perf_counter()
 
         def run_all() -> None:
-            prefix = backend.prefix_cache(np.asarray([pair.prefix_ids])) if self.shared_prefix else None
+            scorer, decoder = self.prefix_scorer, self.decoder
+            prefix = scorer.prefix_cache(np.asarray([pair.prefix_ids])) if scorer is not None else None
             for batch, length in shapes:
                 input_ids, attention_mask = left_pad([rows[lengths.index(length)]] * batch, pad_id)
-                if prefix is None:
+                if scorer is None or prefix is None:
                     backend.label_logits(input_ids, attention_mask)
                     continue
-                _, cache = backend.score_with_prefix(prefix, input_ids, attention_mask, self.reasoning)
-                if self.reasoning and batch == 1:
+                _, cache = scorer.score_with_prefix(prefix, input_ids, attention_mask, self.reasoning)
+                if decoder is not None and cache is not None and batch == 1:
                     past = join(prefix, [cache])
                     for _ in range(WARMUP_DECODE_STEPS):
-                        _, past = backend.decode(np.asarray([[self.model.eos_id]]), past)
+                        _, past = decoder.decode(np.asarray([[self.model.eos_id]]), past)
 
         self.scheduler.warmup(run_all)
         logger.info("warmed %d shapes (lengths %s) in %.2f s", len(shapes), lengths, time.perf_counter() - start)

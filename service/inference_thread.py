@@ -125,15 +125,16 @@ class InferenceThread:
         self.check()
         started = time.monotonic()
         future = asyncio.wrap_future(self._worker.submit(fn, *args))
-        if self.timeout_s is None:
+        timeout_s = self.timeout_s
+        if timeout_s is None:
             return await future
         try:
             # shield: the timeout must not cancel the call's future, which tracks the thread's return
-            return await asyncio.wait_for(asyncio.shield(future), self.timeout_s)
+            return await asyncio.wait_for(asyncio.shield(future), timeout_s)
         except TimeoutError:
-            self._abandon(future, started)
+            self._abandon(future, started, timeout_s)
             raise InferenceTimeout(
-                f"the forward pass took longer than the inference timeout of {self.timeout_s * 1000:.0f} ms"
+                f"the forward pass took longer than the inference timeout of {timeout_s * 1000:.0f} ms"
             ) from None
 
     def run_blocking(self, fn: Callable[[], Any]) -> Any:
@@ -142,12 +143,12 @@ class InferenceThread:
     def shutdown(self) -> None:
         self._worker.stop()
 
-    def _abandon(self, future: asyncio.Future, started: float) -> None:
+    def _abandon(self, future: asyncio.Future, started: float, timeout_s: float) -> None:
         self._stuck[future] = started
         future.add_done_callback(self._returned)
         logger.error(
             "a forward pass passed the inference timeout (%.0f ms); %d stuck, %s",
-            self.timeout_s * 1000,
+            timeout_s * 1000,
             self.stuck,
             "backend wedged: not starting another thread" if self.wedged else "continuing on a new thread",
         )

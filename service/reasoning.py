@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from service.backend import DecodeBackend
 from service.kv import KVCache
 
 
@@ -27,7 +28,7 @@ class DecodeSession:
 
     def __init__(
         self,
-        backend: Any,
+        backend: DecodeBackend,
         past: KVCache,
         indices: Sequence[int],
         first_tokens: Sequence[int],

@@ -1,4 +1,4 @@
-"""The app's lifecycle state: settings, metrics, admission, and the model once loaded.
+"""The app's lifecycle state: settings, metrics, and the engine once the model is loaded.
 
 Loading runs in the background from the lifespan, so `/health/live` answers
 while a large model loads and warms; `/health/ready` turns 200 only when
@@ -13,7 +13,6 @@ import logging
 from collections.abc import Callable
 
 from afrl.manifest import ArtifactError
-from service.admission import Admission
 from service.artifact_loader import BackendFactory, LoadedModel, load_artifact
 from service.engine import ScoringEngine
 from service.metrics import ServiceMetrics
@@ -28,7 +27,6 @@ class ServiceRuntime:
     def __init__(self, settings: ServiceSettings, backend_factory: BackendFactory | None = None):
         self.settings = settings
         self.metrics = ServiceMetrics()
-        self.admission = Admission(settings.max_queue, self.metrics.queue_depth)
         self.backend_factory = backend_factory
         self.model: LoadedModel | None = None
         self.engine: ScoringEngine | None = None

@@ -39,7 +39,7 @@ import numpy as np
 
 from afrl.padding import left_pad
 from service.admission import Deadline, QueueFull
-from service.backend import Backend
+from service.backend import Backend, prefix_backend
 from service.batching import SEQUENCE_BUCKET, bucket_length, can_join, plan_micro_batches
 from service.inference_thread import BackendStuck, InferenceThread, InferenceTimeout
 from service.kv import KVCache
@@ -129,6 +129,7 @@ class Scheduler:
         inference_timeout_ms: float = 0.0,
     ):
         self.backend = backend
+        self._prefix = prefix_backend(backend)  # None: shared-prefix work cannot run here
         self.pad_id = pad_id
         self.max_batch_tokens = max_batch_tokens
         self.max_queue_tokens = max_queue_tokens
@@ -178,6 +179,8 @@ class Scheduler:
         """Queue a request's score jobs; QueueFull when the queued tokens would pass the bound."""
         if self._closed:
             raise ShuttingDown("the service is shutting down")
+        if work.prefix_ids is not None and self._prefix is None:
+            raise ValueError("shared-prefix work for a backend that cannot score on a prefix")
         self._thread.check()
         self.start()
         lengths = [len(r) for r in work.rows]
@@ -197,7 +200,8 @@ class Scheduler:
         work.submitted = time.perf_counter()
         work.pending_scores = len(jobs)
         if work.deadline is not None:
-            work.timer = asyncio.get_running_loop().call_later(work.deadline.remaining_s(), self._expire, work)
+            loop = asyncio.get_running_loop()
+            work.timer = loop.call_later(work.deadline.remaining_s(), self._expire, work, work.deadline)
         self._enqueue(work, jobs)
 
     async def run_step(self, work: RequestWork, fn: Callable[[], Any]) -> Any:
@@ -291,10 +295,10 @@ class Scheduler:
             work.finished = True
             work.results.put_nowait(error)
 
-    def _expire(self, work: RequestWork) -> None:
+    def _expire(self, work: RequestWork, deadline: Deadline) -> None:
         """Deadline timer: fail the request if some of its scoring has not started."""
         if not work.finished and any(isinstance(j, ScoreJob) for j in work.jobs):
-            self._fail(work, work.deadline.error())
+            self._fail(work, deadline.error())
 
     # ---- the loop ----------------------------------------------------------------------------
 
@@ -447,17 +451,18 @@ class Scheduler:
         return out
 
     def _score_prefixed(self, job: ScoreJob) -> ScoredRows:
-        work = job.work
-        prefix_len = len(work.prefix_ids)
-        saved = prefix_len * len(job.rows)
+        work, scorer, prefix_ids = job.work, self._prefix, job.work.prefix_ids
+        if scorer is None or prefix_ids is None:  # submit() refuses such work
+            raise RuntimeError("a shared-prefix job without a prefix backend or prefix")
+        saved = len(prefix_ids) * len(job.rows)
         if work.prefix_cache is None:
             start = time.perf_counter()
-            work.prefix_cache = self.backend.prefix_cache(np.asarray([work.prefix_ids], dtype=np.int64))  # (1, P)
+            work.prefix_cache = scorer.prefix_cache(np.asarray([prefix_ids], dtype=np.int64))  # (1, P)
             self.metrics.inference_duration.observe(time.perf_counter() - start)
-            saved -= prefix_len
+            saved -= len(prefix_ids)
         input_ids, attention_mask = left_pad([work.rows[i] for i in job.rows], self.pad_id, job.length)  # (B, T)
         start = time.perf_counter()
-        logits, cache = self.backend.score_with_prefix(work.prefix_cache, input_ids, attention_mask, work.keep_cache)
+        logits, cache = scorer.score_with_prefix(work.prefix_cache, input_ids, attention_mask, work.keep_cache)
         self._record(input_ids, attention_mask, logits, start)
         self.metrics.prefix_tokens_saved.inc(saved)
         return ScoredRows(job.rows, logits, cache)

@@ -20,93 +20,99 @@ class ServiceSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="AFRL_", extra="ignore", protected_namespaces=())
 
+    # Defaults are passed as `default=`: type checkers read a field's default from that keyword only,
+    # so `ServiceSettings(model=...)` type-checks without pydantic's mypy plugin.
+
     model: Path | None = Field(
-        None,
+        default=None,
         description="model artifact folder (afrl export); unset: the embedded default model "
         "(afrl.paths.default_model_dir())",
     )
     model_name: str | None = Field(
-        None, description="name reported in responses and /info; unset: the manifest's model_name"
+        default=None, description="name reported in responses and /info; unset: the manifest's model_name"
     )
-    host: str = Field("127.0.0.1", description="interface to listen on")
-    port: int = Field(8000, ge=0, le=65535, description="TCP port to listen on")
-    max_documents: int = Field(1000, ge=1, description="most documents in one request (more: 413)")
+    host: str = Field(default="127.0.0.1", description="interface to listen on")
+    port: int = Field(default=8000, ge=0, le=65535, description="TCP port to listen on")
+    max_documents: int = Field(default=1000, ge=1, description="most documents in one request (more: 413)")
     max_document_tokens: int = Field(
-        512, ge=1, description="document tokens kept per prompt; longer documents are truncated and reported"
+        default=512, ge=1, description="document tokens kept per prompt; longer documents are truncated and reported"
     )
     max_document_chars: int = Field(
-        100_000, ge=1, description="longest document (and query) accepted in characters (longer: 413)"
+        default=100_000, ge=1, description="longest document (and query) accepted in characters (longer: 413)"
     )
     max_request_bytes: int = Field(
-        4 * MIB, ge=1, description="largest request body, checked from Content-Length and while reading (413)"
+        default=4 * MIB, ge=1, description="largest request body, checked from Content-Length and while reading (413)"
     )
     max_batch_tokens: int = Field(
-        8192, ge=1, description="padded tokens (rows x length) in one forward pass; a longer single row runs alone"
+        default=8192,
+        ge=1,
+        description="padded tokens (rows x length) in one forward pass; a longer single row runs alone",
     )
     max_wait_ms: float = Field(
-        2.0,
+        default=2.0,
         ge=0,
         description="how long the batcher holds a batch open for requests still being tokenized, "
         "so they can share its forward pass (never waits when nothing is arriving)",
     )
-    max_queue: int = Field(256, ge=1, description="requests admitted at once (queued or running); more get 429")
+    max_queue: int = Field(default=256, ge=1, description="requests admitted at once (queued or running); more get 429")
     max_queue_tokens: int = Field(
-        65536,
+        default=65536,
         ge=1,
         description="padded tokens waiting for the model across requests; a request that would "
         "pass it gets 429 with Retry-After (a request is always admitted into an empty queue)",
     )
     max_queue_delay_ms: float = Field(
-        1000.0,
+        default=1000.0,
         ge=0,
         description="refuse (429) a request that would wait longer than this before its compute "
         "starts (the work ahead of it at the measured tokens/s); set it to the latency budget left after "
         "compute so accepted requests stay fast under overload; 0: no bound",
     )
     inference_timeout_ms: float = Field(
-        60_000.0,
+        default=60_000.0,
         ge=0,
         description="longest one forward pass may take: past it the batch's requests get 504, "
         "the next batches run on a fresh inference thread, and /health/ready answers 503 until the stuck call "
         "returns (two stuck at once: /health/live answers 503 too); 0: no timeout",
     )
     shared_prefix: bool = Field(
-        True,
+        default=True,
         description="score with the 'prefix' + 'score_prefix' graphs when the artifact has them: the "
         "guideline + query prefix runs once per request; false: always the plain 'score' graph",
     )
-    max_new_tokens: int = Field(256, ge=1, description="longest explanation decoded per document, in tokens")
+    max_new_tokens: int = Field(default=256, ge=1, description="longest explanation decoded per document, in tokens")
     max_reasoning_documents: int = Field(
-        32, ge=1, description="most documents explained in one request (reasoning: true or top_k); more: 413"
+        default=32, ge=1, description="most documents explained in one request (reasoning: true or top_k); more: 413"
     )
     api_key: SecretStr | None = Field(
-        None, description="when set, /v1/*, /v2/* and /info need 'Authorization: Bearer KEY' or 'x-api-key: KEY'"
+        default=None,
+        description="when set, /v1/*, /v2/* and /info need 'Authorization: Bearer KEY' or 'x-api-key: KEY'",
     )
     cors_origins: str = Field(
-        "",
+        default="",
         description="browser origins allowed to call the API cross-origin, comma-separated (e.g. "
         "'https://search.example.com'; '*' allows any); empty: no CORS headers, browsers block cross-origin calls",
     )
     providers: str = Field(
-        "auto",
+        default="auto",
         description="ONNX Runtime execution providers, comma-separated, in priority order; 'auto': "
         "CUDAExecutionProvider then CPUExecutionProvider when onnxruntime-gpu is installed, else CPU",
     )
-    cuda_device_id: int = Field(0, ge=0, description="GPU used by CUDAExecutionProvider")
+    cuda_device_id: int = Field(default=0, ge=0, description="GPU used by CUDAExecutionProvider")
     cuda_graphs: bool = Field(
-        False,
+        default=False,
         description="CUDA only: capture the score graph as CUDA graphs, one per (rows, length) bucket, "
         "all captured during warmup",
     )
     intra_op_threads: int | None = Field(
-        None, ge=1, description="ONNX Runtime intra-op threads; unset: onnxruntime's default (all cores)"
+        default=None, ge=1, description="ONNX Runtime intra-op threads; unset: onnxruntime's default (all cores)"
     )
     tokenize_workers: int | None = Field(
-        None, ge=1, description="threads tokenizing requests (overlapping inference); unset: min(4, CPU cores)"
+        default=None, ge=1, description="threads tokenizing requests (overlapping inference); unset: min(4, CPU cores)"
     )
-    access_log: bool = Field(False, description="log one line per request (uvicorn's access log)")
+    access_log: bool = Field(default=False, description="log one line per request (uvicorn's access log)")
     grace_period_s: float = Field(
-        30.0,
+        default=30.0,
         ge=0,
         description="on SIGTERM: stop accepting, let in-flight requests finish for at most this long, then exit",
     )

@@ -9,13 +9,16 @@ generic 500 (the traceback goes to the log, never to the client).
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import Any, TypeVar, cast
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import HTTPExceptionHandler
+
+from service.metrics import ServiceMetrics
 
 logger = logging.getLogger(__name__)
 
@@ -113,8 +116,8 @@ def _location(loc: Iterable[Any]) -> str:
     return out
 
 
-def _metrics(request: Request):
-    runtime = getattr(request.app.state, "runtime", None)
+def _metrics(request: Request) -> ServiceMetrics | None:
+    runtime = getattr(request.app.state, "runtime", None)  # app.state is untyped storage
     return runtime.metrics if runtime is not None else None
 
 
@@ -140,8 +143,16 @@ async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     return error_response(500, InternalError.type, "internal server error")
 
 
+E = TypeVar("E", bound=Exception)
+
+
+def _handle(app: FastAPI, kind: type[E], handler: Callable[[Request, E], Awaitable[JSONResponse]]) -> None:
+    # Starlette types every handler as taking any Exception; it calls this one only with a `kind`.
+    app.add_exception_handler(kind, cast(HTTPExceptionHandler, handler))
+
+
 def install_error_handlers(app: FastAPI) -> None:
-    app.add_exception_handler(ServiceError, _service_error)
-    app.add_exception_handler(RequestValidationError, _request_validation)
-    app.add_exception_handler(StarletteHTTPException, _http_exception)
-    app.add_exception_handler(Exception, _unexpected)
+    _handle(app, ServiceError, _service_error)
+    _handle(app, RequestValidationError, _request_validation)
+    _handle(app, StarletteHTTPException, _http_exception)
+    _handle(app, Exception, _unexpected)

@@ -11,9 +11,11 @@ GET  /info         model, label set, limits
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import PlainTextResponse, Response
+from fastapi.types import DecoratedCallable
 
 from service.api.auth import require_api_key
 from service.api.body import read_json
@@ -68,21 +70,24 @@ async def _rerank(request: Request, api_version: str) -> Response:
     return await serve_rerank(runtime, body, arrived, request, api_version)
 
 
-_RERANK = dict(
-    dependencies=[Depends(require_api_key)],
-    response_model=RerankResponse,
-    response_model_exclude_none=True,
-    responses=SCORING_ERRORS,
-    openapi_extra=request_body(RerankRequest),
-)
+def _rerank_route(path: str) -> Callable[[DecoratedCallable], DecoratedCallable]:
+    """`POST path` documented as a rerank operation (both API versions are the same operation)."""
+    return router.post(
+        path,
+        dependencies=[Depends(require_api_key)],
+        response_model=RerankResponse,
+        response_model_exclude_none=True,
+        responses=SCORING_ERRORS,
+        openapi_extra=request_body(RerankRequest),
+    )
 
 
-@router.post("/v1/rerank", **_RERANK)
+@_rerank_route("/v1/rerank")
 async def rerank_v1(request: Request) -> Response:
     return await _rerank(request, "1")
 
 
-@router.post("/v2/rerank", **_RERANK)
+@_rerank_route("/v2/rerank")
 async def rerank_v2(request: Request) -> Response:
     return await _rerank(request, "2")
 
@@ -93,7 +98,7 @@ async def live(request: Request) -> dict[str, str]:
     engine = _runtime(request).engine
     if engine is not None:
         try:
-            engine.scheduler.liveness()
+            engine.liveness()
         except BackendStuck as e:
             raise BackendStuckError(str(e)) from None
     return {"status": "live"}
@@ -106,8 +111,7 @@ async def ready(request: Request) -> dict[str, str]:
         raise NotReady("shutting down: finishing in-flight requests")
     engine = ready_engine(runtime)
     try:
-        engine.model.backend.health()
-        engine.scheduler.health()
+        engine.health()
     except Exception as e:
         raise NotReady(f"backend unhealthy: {e}") from None
     return {"status": "ready"}
@@ -124,9 +128,9 @@ async def metrics(request: Request) -> Response:
 async def info(request: Request) -> InfoResponse:
     runtime = _runtime(request)
     engine = ready_engine(runtime)
-    s, manifest = runtime.settings, engine.model.manifest
+    s, manifest = runtime.settings, engine.manifest
     return InfoResponse(
-        model=engine.model.name,
+        model=engine.name,
         prompt_version=manifest.prompt.version,
         labels=LabelInfo(values=manifest.labels.values, tokens=manifest.labels.tokens),
         limits=LimitsInfo(
@@ -145,5 +149,5 @@ async def info(request: Request) -> InfoResponse:
         ),
         reasoning=engine.reasoning,
         shared_prefix=engine.shared_prefix,
-        providers=list(getattr(engine.model.backend, "providers", [])),
+        providers=engine.providers,
     )

@@ -6,50 +6,40 @@ Unknown optional fields are ignored; responses never carry null fields
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, field_validator
-
-_DOCUMENT_SHAPE = 'a string or an object {"text": string, "id"?: string}'
+from pydantic.json_schema import JsonDict
 
 # Checked by the validators below (which word the errors); repeated in the JSON schema so that
 # clients and schema-driven fuzzers know a query needs a non-blank character and documents one item.
-_QUERY_SCHEMA = {"pattern": r"\S"}
-_DOCUMENTS_SCHEMA = {"minItems": 1}
+_QUERY_SCHEMA: JsonDict = {"pattern": r"\S"}
+_DOCUMENTS_SCHEMA: JsonDict = {"minItems": 1}
 
 
-class DocumentIn(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+class TextDocument(BaseModel):
+    """The object form of a document: its text, and whatever else the endpoint's form adds."""
 
     text: StrictStr
-    id: StrictStr | None = None
 
 
-class ReasoningOptions(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-    top_k: StrictInt = Field(ge=1)
+D = TypeVar("D", bound=TextDocument)
 
 
-class ScoreRequest(BaseModel):
-    """`POST /v1/score`: grade every document against the query.
+class DocumentsRequest(BaseModel, Generic[D]):
+    """What every endpoint that grades documents against a query takes, validated once here: a query
+    with a non-blank character and a non-empty list of documents, each a string or a `D` object.
 
-    `reasoning: true` explains every returned document (all, or the `top_n` best);
-    `reasoning: {"top_k": k}` the k best. With `stream: true` the answer is an
-    event stream: a `score` event per document (every document: `top_n` only
-    picks what `reasoning: true` explains), then `reasoning` deltas, then `done`.
+    The subclass (ScoreRequest, RerankRequest) names its object form `D`, and how errors describe it.
     """
 
     model_config = ConfigDict(extra="ignore")
 
+    document_shape: ClassVar[str]  # one document, as the errors describe it
+    document_ids: ClassVar[bool] = False  # the object form has an optional `id`, which must be a string
+
     query: StrictStr = Field(json_schema_extra=_QUERY_SCHEMA)
-    documents: list[StrictStr | DocumentIn] = Field(json_schema_extra=_DOCUMENTS_SCHEMA)
-    top_n: StrictInt | None = Field(None, ge=1, description="return only the best n, best first")
-    timeout_ms: StrictInt | None = Field(
-        None, gt=0, description="give up (504) if some scoring has not started by then; explanations are not timed"
-    )
-    reasoning: StrictBool | ReasoningOptions = False
-    stream: StrictBool = False
+    documents: list[StrictStr | D] = Field(json_schema_extra=_DOCUMENTS_SCHEMA)
 
     @field_validator("query")
     @classmethod
@@ -63,23 +53,54 @@ class ScoreRequest(BaseModel):
     def _documents_shape(cls, value: Any) -> Any:
         # One clear message per bad item instead of pydantic's one-error-per-union-member.
         if not isinstance(value, list):
-            raise ValueError(f"must be a non-empty list of documents, each {_DOCUMENT_SHAPE}")
+            raise ValueError(f"must be a non-empty list of documents, each {cls.document_shape}")
         if not value:
             raise ValueError("must contain at least one document")
         for i, item in enumerate(value):
-            if isinstance(item, str):
-                continue
-            if (
-                isinstance(item, dict)
-                and isinstance(item.get("text"), str)
-                and (item.get("id") is None or isinstance(item.get("id"), str))
-            ):
-                continue
-            raise ValueError(f"item {i} must be {_DOCUMENT_SHAPE}, got {_json_type(item)}")
+            if not (isinstance(item, str) or cls._document_object(item)):
+                raise ValueError(f"item {i} must be {cls.document_shape}, got {_json_type(item)}")
         return value
+
+    @classmethod
+    def _document_object(cls, item: Any) -> bool:
+        if not (isinstance(item, dict) and isinstance(item.get("text"), str)):
+            return False
+        return not cls.document_ids or item.get("id") is None or isinstance(item.get("id"), str)
 
     def texts(self) -> list[str]:
         return [d if isinstance(d, str) else d.text for d in self.documents]
+
+
+class DocumentIn(TextDocument):
+    model_config = ConfigDict(extra="ignore")
+
+    id: StrictStr | None = None
+
+
+class ReasoningOptions(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    top_k: StrictInt = Field(ge=1)
+
+
+class ScoreRequest(DocumentsRequest[DocumentIn]):
+    """`POST /v1/score`: grade every document against the query.
+
+    `reasoning: true` explains every returned document (all, or the `top_n` best);
+    `reasoning: {"top_k": k}` the k best. With `stream: true` the answer is an
+    event stream: a `score` event per document (every document: `top_n` only
+    picks what `reasoning: true` explains), then `reasoning` deltas, then `done`.
+    """
+
+    document_shape = 'a string or an object {"text": string, "id"?: string}'
+    document_ids = True
+
+    top_n: StrictInt | None = Field(None, ge=1, description="return only the best n, best first")
+    timeout_ms: StrictInt | None = Field(
+        None, gt=0, description="give up (504) if some scoring has not started by then; explanations are not timed"
+    )
+    reasoning: StrictBool | ReasoningOptions = False
+    stream: StrictBool = False
 
     def ids(self) -> list[str | None]:
         return [None if isinstance(d, str) else d.id for d in self.documents]
@@ -144,46 +165,24 @@ class ErrorResponse(BaseModel):
     error: ErrorBody
 
 
-class RerankDocument(BaseModel):
+class RerankDocument(TextDocument):
     model_config = ConfigDict(extra="allow")
 
-    text: StrictStr
 
-
-class RerankRequest(BaseModel):
+class RerankRequest(DocumentsRequest[RerankDocument]):
     """`POST /v1/rerank`, `/v2/rerank`: Cohere/Jina-compatible; unknown fields are ignored."""
 
     model_config = ConfigDict(extra="ignore", protected_namespaces=())
 
+    document_shape = 'a string or an object {"text": string}'
+
     model: StrictStr | None = Field(None, description="accepted and ignored: one model is served")
-    query: StrictStr = Field(json_schema_extra=_QUERY_SCHEMA)
-    documents: list[StrictStr | RerankDocument] = Field(json_schema_extra=_DOCUMENTS_SCHEMA)
     top_n: StrictInt | None = Field(None, ge=1, description="return only the best n")
     return_documents: StrictBool | None = Field(None, description="echo each document's text (default false)")
     max_tokens_per_doc: StrictInt | None = Field(
         None, ge=1, description="truncate documents to this many tokens (never above the server's limit)"
     )
     timeout_ms: StrictInt | None = Field(None, gt=0, description="give up (504) if scoring has not started by then")
-
-    @field_validator("query")
-    @classmethod
-    def _query_not_blank(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("must be a non-empty string")
-        return value
-
-    @field_validator("documents", mode="before")
-    @classmethod
-    def _documents_shape(cls, value: Any) -> Any:
-        if not isinstance(value, list) or not value:
-            raise ValueError('must be a non-empty list of documents, each a string or an object {"text": string}')
-        for i, item in enumerate(value):
-            if not (isinstance(item, str) or (isinstance(item, dict) and isinstance(item.get("text"), str))):
-                raise ValueError(f'item {i} must be a string or an object {{"text": string}}, got {_json_type(item)}')
-        return value
-
-    def texts(self) -> list[str]:
-        return [d if isinstance(d, str) else d.text for d in self.documents]
 
 
 class RerankDocumentOut(BaseModel):

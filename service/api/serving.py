@@ -91,8 +91,7 @@ def refuse_early(runtime: ServiceRuntime) -> None:
     """503 / 429 before the body is read: under overload a refusal should cost next to nothing."""
     engine = ready_engine(runtime)
     with engine_errors(engine):
-        runtime.admission.check()
-        engine.scheduler.check_delay()
+        engine.check_admission()
 
 
 @contextmanager
@@ -163,9 +162,9 @@ async def serve_score(runtime: ServiceRuntime, request: ScoreRequest, arrived: f
     engine = ready_engine(runtime)
     explain = check_reasoning(runtime, engine, request)
     deadline = request_deadline(request.timeout_ms, arrived)
-    with engine_errors(engine), runtime.admission.admit():
+    with engine_errors(engine), engine.admit():
         outcome = await until_disconnected(http, engine.score(request.query, texts, deadline, explain, arrived))
-    body = build_response(engine.model.name, request, outcome)
+    body = build_response(engine.name, request, outcome)
     return json_response(body, timing_headers(outcome.queue_seconds, outcome.inference_seconds))
 
 

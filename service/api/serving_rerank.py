@@ -44,12 +44,12 @@ async def serve_rerank(
     check_limits(runtime, request.query, texts)
     engine = ready_engine(runtime)
     deadline = request_deadline(request.timeout_ms, arrived)
-    with engine_errors(engine), runtime.admission.admit():
+    with engine_errors(engine), engine.admit():
         scoring = engine.score(
             request.query, texts, deadline, arrived=arrived, max_document_tokens=request.max_tokens_per_doc
         )
         outcome = await until_disconnected(http, scoring)
-    body = build_rerank_response(engine.model.name, request, texts, outcome, api_version)
+    body = build_rerank_response(engine.name, request, texts, outcome, api_version)
     return json_response(body, timing_headers(outcome.queue_seconds, outcome.inference_seconds))
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from contextlib import ExitStack
 from typing import Any
 
@@ -53,7 +53,7 @@ def sse(event: str, data: BaseModel | dict[str, Any]) -> bytes:
 class EventStreamResponse(StreamingResponse):
     """A StreamingResponse that always runs `on_close`, even if the body never started."""
 
-    def __init__(self, content: AsyncIterator[bytes], on_close: Callable[[], None], headers: dict[str, str]):
+    def __init__(self, content: AsyncGenerator[bytes, None], on_close: Callable[[], None], headers: dict[str, str]):
         super().__init__(
             content,
             media_type=MEDIA_TYPE,
@@ -63,13 +63,14 @@ class EventStreamResponse(StreamingResponse):
                 **headers,
             },
         )
+        self._content = content  # the body_iterator, typed as the generator it is
         self._on_close = on_close
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
             await super().__call__(scope, receive, send)
         finally:
-            await self.body_iterator.aclose()
+            await self._content.aclose()
             self._on_close()
 
 
@@ -84,7 +85,7 @@ async def serve_score_stream(
     held = ExitStack()  # admission and the run live as long as the stream, not the handler
     try:
         with engine_errors(engine):
-            held.enter_context(runtime.admission.admit())
+            held.enter_context(engine.admit())
             run = await until_disconnected(http, engine.start(request.query, texts, deadline, explain, arrived))
             held.callback(run.close)
             scores = run.scores()
@@ -92,7 +93,7 @@ async def serve_score_stream(
     except BaseException:
         held.close()
         raise
-    events = _events(run, scores, first, request, explain, engine.model.name)
+    events = _events(run, scores, first, request, explain, engine.name)
     return EventStreamResponse(events, held.close, timing_headers(run.queue_seconds, run.inference_seconds))
 
 
@@ -103,11 +104,11 @@ async def _events(
     request: ScoreRequest,
     explain: int,
     model_name: str,
-) -> AsyncIterator[bytes]:
+) -> AsyncGenerator[bytes, None]:
     ids = request.ids()
 
     def score_events(rows: list[int]) -> bytes:
-        return b"".join(sse("score", score_result(i, ids[i], run.results[i], run.truncated[i])) for i in sorted(rows))
+        return b"".join(sse("score", score_result(i, ids[i], run.result(i), run.truncated[i])) for i in sorted(rows))
 
     try:
         with engine_errors(run.engine):

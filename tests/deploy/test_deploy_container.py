@@ -133,6 +133,7 @@ def test_the_serving_image_runs_as_non_root_with_a_health_check():
     assert "AFRL_MODEL=/models/model" in env and "AFRL_HOST=0.0.0.0" in env and "AFRL_HOME=/tmp" in env
 
 
+@pytest.mark.slow
 def test_pip_resolves_the_serving_install_without_torch(tmp_path):
     """What `pip install -r` in the serve stage would install, resolved from the registry (metadata only)."""
     listed = tmp_path / "requirements.txt"
