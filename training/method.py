@@ -72,7 +72,8 @@ def run_method(
     if method is None:
         raise ValueError("run_method needs a config with a method; the SFT-only path is training.pipeline")
     if method.evolution.rounds and setup.data.world is None:
-        raise ValueError("instruction evolution generates world examples; with your own data set evolution.rounds=0")
+        say(progress, log, "evolution: skipped (it generates examples of the generated world, not of this data)")
+        method = replace(method, evolution=replace(method.evolution, rounds=0))
 
     with clock("curriculum"):
         sft = _curriculum(method, setup, teacher, progress)

@@ -55,7 +55,7 @@ def run_pipeline(
     out_dir.mkdir(parents=True, exist_ok=True)
     clock = Stopwatch()
     with clock("data"):
-        training_data = load_training_data(config, data, guideline_file)
+        training_data = load_training_data(config, data, guideline_file, progress)
         seed = config.method.curriculum.sft.seed if config.method else config.sft.seed
         start = starting_model(base, config.start_spec(), seed, training_data)
         setup = TrainingSetup.build(training_data, start.ctx, config.eval_examples)

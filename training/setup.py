@@ -11,15 +11,14 @@ same way:
     setup.teacher(distill_config, model=...)                             # checkpoint or endpoint teacher
     setup.evaluate(model, explain), setup.save(model, folder, configs)
 
-Two seams stay open for what other modules bring:
+Data: a `TrainingData` is the generated world (`generated_world`) or a
+dataset folder or file read and checked by `afrl.dataset` (`--data`,
+through `from_dataset`, which takes any Dataset-like object with `train`,
+`dev`, `test` lists of examples and a `guideline`).
 
-- data: a `TrainingData` is built from the generated world
-  (`generated_world`) or from any Dataset-like object with `train`, `dev`,
-  `test` lists of examples and a `guideline` (`from_dataset`); a `--data DIR`
-  loader plugs into `load_training_data`.
-- models: `starting_model` builds the preset's tiny Qwen3 from scratch or
-  loads an afrl checkpoint (one with `afrl.json`); plain Hugging Face
-  checkpoints and LoRA plug in there.
+Models: `starting_model` builds the preset's tiny Qwen3 from scratch or
+loads an afrl checkpoint (one with `afrl.json`); plain Hugging Face
+checkpoints and LoRA plug in there (`NotYetSupported` until then).
 """
 
 from __future__ import annotations
@@ -34,7 +33,9 @@ from typing import Any
 
 import torch
 
+from afrl.dataset import SPLITS
 from afrl.labels import DEFAULT_GRADES
+from afrl.progress import Progress, say
 from afrl.sidecar import SIDECAR_NAME, read_sidecar
 from training.context import TrainingContext, checkpoint_context, save_checkpoint
 from training.distill import DistillConfig
@@ -42,11 +43,9 @@ from training.model_factory import TinyQwen3Spec, build_tiny_qwen3, load_causal_
 from training.rl import RLExample, rl_examples
 from training.sft_data import SFTSequence
 from training.teachers import CheckpointTeacher, EndpointTeacher, Teacher
-from training.world import build_world, guideline_text, save_jsonl
+from training.world import build_world, guideline_text
 
 log = logging.getLogger(__name__)
-
-SPLITS = ("train", "dev", "test")
 
 
 class NotYetSupported(ValueError):
@@ -87,6 +86,7 @@ class TrainingData:
     label_values: tuple[int, ...] = DEFAULT_GRADES
     source: str = ""  # shown in reports: the generated world's parameters, or the data folder
     world: WorldSpec | None = None  # set for the generated world
+    summary: tuple[str, ...] = ()  # what the loader found (rows per split, grades, duplicates), one line each
 
     def __post_init__(self) -> None:
         if not self.train:
@@ -114,20 +114,33 @@ def generated_world(seed: int, n_queries: int, docs_per_query: int) -> TrainingD
     )
 
 
-def from_dataset(dataset: Any, source: str = "") -> TrainingData:
-    """A Dataset-like object (`train`, `dev`, `test` lists of examples, `guideline`, optional `label_values`)."""
+def from_dataset(dataset: Any, source: str = "", guideline: str | None = None) -> TrainingData:
+    """A Dataset-like object: `train`, `dev`, `test` lists of examples, `guideline` (str or None), and
+    optionally `labels.values`, `report.summary_lines()` (as `afrl.dataset.Dataset` has them).
+
+    guideline: replaces the dataset's (`--guideline-file`).
+    """
+    labels = getattr(dataset, "labels", None)
+    report = getattr(dataset, "report", None)
     return TrainingData(
         list(dataset.train),
         list(dataset.dev),
         list(dataset.test),
-        dataset.guideline or "",
-        tuple(getattr(dataset, "label_values", None) or DEFAULT_GRADES),
-        source=source or str(getattr(dataset, "path", "")),
+        guideline or dataset.guideline or "",
+        tuple(labels.values) if labels is not None else DEFAULT_GRADES,
+        source=source or str(getattr(dataset, "source", "")),
+        summary=tuple(report.summary_lines()) if report is not None else (),
     )
 
 
-def load_training_data(preset: Any, data_dir: str | None = None, guideline_file: str | None = None) -> TrainingData:
-    """The preset's generated world, or the dataset at `data_dir`; `guideline_file` replaces the guideline."""
+def load_training_data(
+    preset: Any, data_dir: str | None = None, guideline_file: str | None = None, progress: Progress | None = None
+) -> TrainingData:
+    """The preset's generated world, or the dataset at `data_dir`; `guideline_file` replaces the guideline.
+
+    A dataset is read and checked by `afrl.dataset.load_dataset` (bad rows: a `DatasetError` listing
+    them), and what it holds is said through `progress`.
+    """
     guideline = None
     if guideline_file is not None:
         path = Path(guideline_file)
@@ -135,14 +148,13 @@ def load_training_data(preset: Any, data_dir: str | None = None, guideline_file:
             raise FileNotFoundError(f"--guideline-file {path}: no such file")
         guideline = path.read_text(encoding="utf-8")
     if data_dir is None:
-        data = generated_world(preset.world_seed, preset.n_queries, preset.docs_per_query)
-    else:
-        # Wiring: `from_dataset(afrl.dataset.load_dataset(data_dir), source=data_dir)` once that loader lands.
-        raise NotYetSupported(
-            f"--data {data_dir}: training on your own data is not yet supported (the dataset loader is missing); "
-            "leave --data out to train on the preset's generated world"
-        )
-    return data.with_guideline(guideline)
+        return generated_world(preset.world_seed, preset.n_queries, preset.docs_per_query).with_guideline(guideline)
+    from afrl.dataset import load_dataset
+
+    data = from_dataset(load_dataset(data_dir), source=str(data_dir), guideline=guideline)
+    for line in data.summary:
+        say(progress, log, line)
+    return data
 
 
 # models -----------------------------------------------------------------------------------------
@@ -167,11 +179,17 @@ def starting_context(checkpoint: str | None, data: TrainingData, keep_guideline:
     path = Path(checkpoint)
     if not path.is_dir():
         raise NotYetSupported(f"{checkpoint}: not a folder; hub ids are not yet supported, pass a checkpoint folder")
-    if read_sidecar(path) is None:
+    sidecar = read_sidecar(path)
+    if sidecar is None:
         # Wiring: a plain Hugging Face causal LM (its own tokenizer and chat template) loads here.
         raise NotYetSupported(
             f"{checkpoint}: a Hugging Face checkpoint without {SIDECAR_NAME} is not yet supported; "
             "pass a checkpoint that afrl training wrote"
+        )
+    if tuple(sidecar.label_values) != tuple(data.label_values):
+        raise ValueError(
+            f"{checkpoint} grades {list(sidecar.label_values)} but the data grades {list(data.label_values)}: "
+            "give the data a labels.json with the checkpoint's values"
         )
     return checkpoint_context(path, None if keep_guideline else data.guideline)
 
@@ -254,12 +272,9 @@ class TrainingSetup:
             else random.Random(config.sft.seed).sample(train, config.train_prompts)
         )  # many queries, not the first few
         pairs = [(e.query, e.document) for e in chosen]
-        if config.extra_prompts:
-            if self.data.world is None:
-                raise ValueError(
-                    f"distill.extra_prompts={config.extra_prompts} generates prompts from the world; "
-                    "with your own data set it to 0"
-                )
+        if config.extra_prompts and self.data.world is None:
+            log.warning("distill: no extra prompts (they come from the generated world, not from %s)", self.data.source)
+        elif config.extra_prompts and self.data.world is not None:
             fresh = self.data.world.fresh_examples(config.extra_prompts, self.heldout_queries)
             pairs += [(e.query, e.document) for e in fresh]
         return pairs
@@ -295,6 +310,8 @@ class TrainingSetup:
         return save_checkpoint(model, folder, self.ctx, configs)
 
     def write_data(self, folder: Path) -> None:
-        """The splits as JSONL (what the run trained and was measured on)."""
-        for split in SPLITS:
-            save_jsonl(getattr(self.data, split), folder / f"{split}.jsonl")
+        """What the run trained and was measured on, as a dataset folder (`--data` reads it back)."""
+        from afrl.dataset import DatasetLabels, write_dataset
+
+        labels = DatasetLabels.default(self.data.label_values)
+        write_dataset(folder, {split: getattr(self.data, split) for split in SPLITS}, self.data.guideline, labels)

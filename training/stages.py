@@ -55,7 +55,7 @@ class StageRun:
 
     def load_data(self) -> TrainingData:
         torch.set_num_threads(self.preset.threads)
-        return load_training_data(self.preset, self.data, self.guideline_file)
+        return load_training_data(self.preset, self.data, self.guideline_file, self.progress)
 
 
 def sft_stage(

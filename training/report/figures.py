@@ -91,7 +91,7 @@ def _per_rule(plt, arms: dict[str, ArmResult], path: Path) -> None:
         ax.bar([i + j * w for i in range(len(rules))], [table.get(r, 0) for r in rules], w, label=arm.title)
     ax.set_xticks(
         [i + 0.4 - w / 2 for i in range(len(rules))],
-        [r + ("*" if RULES[r].long_tail else "") for r in rules],
+        [r + ("*" if r in RULES and RULES[r].long_tail else "") for r in rules],
         fontsize=8,
     )
     ax.set_ylabel("accuracy where the rule decided")
