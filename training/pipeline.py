@@ -135,7 +135,8 @@ def ship(
     say(progress, log, f"export: {config.export_dtype} score graph")
     # Dev pairs grouped by query also exercise the prefix graphs; a few dozen keep the default build
     # inside its time budget (the parity limits do not depend on the count).
-    pairs = [(e.query, e.document) for e in setup.data.dev[: config.export_validation_pairs]]
+    held_out = setup.data.dev or setup.data.test
+    pairs = [(e.query, e.document) for e in held_out[: config.export_validation_pairs]]
     manifest = export_artifact(
         checkpoint, out_dir / "artifact", dtype=config.export_dtype, validation_pairs=pairs, progress=progress
     )

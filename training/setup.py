@@ -33,7 +33,7 @@ from typing import Any
 
 import torch
 
-from afrl.dataset import SPLITS
+from afrl.dataset import SPLITS, Example
 from afrl.labels import DEFAULT_GRADES
 from afrl.progress import Progress, say
 from afrl.sidecar import SIDECAR_NAME, read_sidecar
@@ -63,7 +63,7 @@ class WorldSpec:
     n_queries: int
     docs_per_query: int
 
-    def fresh_examples(self, n: int, exclude_queries: frozenset[str]) -> list:
+    def fresh_examples(self, n: int, exclude_queries: frozenset[str]) -> list[Example]:
         """About `n` examples of a new world (seed + 1000) whose queries are not in `exclude_queries`."""
         extra = build_world(
             seed=self.seed + 1000, n_queries=max(3, n // self.docs_per_query + 3), docs_per_query=self.docs_per_query
@@ -75,13 +75,12 @@ class WorldSpec:
 class TrainingData:
     """What every training command reads: three splits of examples and the guideline they are graded by.
 
-    Examples need `query`, `document`, `grade`, `explanation`, `rule_ids`, `decisive_rule_ids`,
-    `long_tail` and `query_id` (the fields of `training.world.Example`).
+    The generated world and `afrl.dataset` both give `afrl.dataset.Example` rows.
     """
 
-    train: list
-    dev: list
-    test: list
+    train: list[Example]
+    dev: list[Example]  # may be empty (a dataset without one and too few queries to split it off)
+    test: list[Example]
     guideline: str
     label_values: tuple[int, ...] = DEFAULT_GRADES
     source: str = ""  # shown in reports: the generated world's parameters, or the data folder
@@ -141,16 +140,15 @@ def load_training_data(
     A dataset is read and checked by `afrl.dataset.load_dataset` (bad rows: a `DatasetError` listing
     them), and what it holds is said through `progress`.
     """
+    from afrl.dataset import load_dataset, read_guideline
+
     guideline = None
     if guideline_file is not None:
-        path = Path(guideline_file)
-        if not path.is_file():
-            raise FileNotFoundError(f"--guideline-file {path}: no such file")
-        guideline = path.read_text(encoding="utf-8")
+        if not Path(guideline_file).is_file():
+            raise FileNotFoundError(f"--guideline-file {guideline_file}: no such file")
+        guideline = read_guideline(guideline_file)
     if data_dir is None:
         return generated_world(preset.world_seed, preset.n_queries, preset.docs_per_query).with_guideline(guideline)
-    from afrl.dataset import load_dataset
-
     data = from_dataset(load_dataset(data_dir), source=str(data_dir), guideline=guideline)
     for line in data.summary:
         say(progress, log, line)
