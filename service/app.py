@@ -29,6 +29,7 @@ import afrl
 from afrl.manifest import ArtifactError
 from service.api.errors import install_error_handlers
 from service.api.middleware import RequestMetricsMiddleware
+from service.api.openapi import declare_api_key
 from service.api.routes import router
 from service.artifact_loader import BackendFactory
 from service.runtime import ServiceRuntime
@@ -57,6 +58,8 @@ def create_app(settings: ServiceSettings | None = None, backend_factory: Backend
     )
     app.state.runtime = runtime
     app.include_router(router)
+    if runtime.settings.api_key is not None:
+        declare_api_key(app, router)
     install_error_handlers(app)
     app.add_middleware(RequestMetricsMiddleware, metrics=runtime.metrics)
     if origins := runtime.settings.cors_origin_list:

@@ -42,12 +42,13 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-def check_limits(runtime: ServiceRuntime, query: str, documents: list[str]) -> None:
-    """413 for too many documents or a document (or query) over max_document_chars."""
+def check_limits(runtime: ServiceRuntime, query: str, documents: list[str], field: str = "documents") -> None:
+    """413 for too many documents or a document (or query) over max_document_chars; `field` names
+    the documents in the messages (TEI calls them `texts`)."""
     s = runtime.settings
     if len(documents) > s.max_documents:
         raise PayloadTooLarge(
-            f"documents: {len(documents)} documents, at most {s.max_documents} per request",
+            f"{field}: {len(documents)} documents, at most {s.max_documents} per request",
             reason="too_many_documents",
         )
     if len(query) > s.max_document_chars:
@@ -57,7 +58,7 @@ def check_limits(runtime: ServiceRuntime, query: str, documents: list[str]) -> N
     for i, text in enumerate(documents):
         if len(text) > s.max_document_chars:
             raise PayloadTooLarge(
-                f"documents[{i}]: {len(text)} characters, at most {s.max_document_chars}",
+                f"{field}[{i}]: {len(text)} characters, at most {s.max_document_chars}",
                 reason="document_too_large",
             )
 
