@@ -55,12 +55,14 @@ def _in_use(name: str, value: Any) -> bool:
 
 
 class RerankDocument(TextDocument):
-    """A Cohere v1 object document: `text` is ranked, or the fields `rank_fields` names; other fields
-    ride along and come back in `document`."""
+    """A Cohere v1 object document: the fields `rank_fields` names are ranked, else `text`; every field
+    rides along and comes back in `document`."""
 
-    model_config = ConfigDict(extra="allow")
+    # The schema asks for `text`, which an object needs unless it has one of the rank_fields: a
+    # condition across fields that JSON Schema generators and clients handle badly, so it is described.
+    model_config = ConfigDict(extra="allow", json_schema_extra={"required": ["text"]})
 
-    text: StrictStr = Field("", description="what is ranked when rank_fields is not given")
+    text: StrictStr = Field("", description="ranked when the object has none of the rank_fields")
 
     def fields(self) -> dict[str, Any]:
         """The object as the client sent it."""
@@ -72,16 +74,17 @@ def _render(value: Any) -> str:
 
 
 def ranked_text(document: str | RerankDocument, rank_fields: list[str] | None) -> str:
-    """What the model reads for one document: a string as it is; an object's `text`, or with
-    `rank_fields` the named fields in that order as `key: value` lines, each ending in a newline:
-    for plain string values the YAML that langchain-cohere flattens a dict document into, so both
-    ways of ranking an object read the same text."""
+    """What the model reads for one document: a string as it is; for an object, the `rank_fields` it
+    has, in that order, as `key: value` lines each ending in a newline (for plain string values the
+    YAML that langchain-cohere flattens a dict document into, so both ways of ranking an object read
+    the same text), or its `text` when it has none of them."""
     if isinstance(document, str):
         return document
-    if not rank_fields:
-        return document.text
     fields = document.fields()
-    return "".join(f"{key}: {_render(fields[key])}\n" for key in rank_fields if key in fields)
+    named = [key for key in rank_fields or () if key in fields]
+    if not named:
+        return document.text
+    return "".join(f"{key}: {_render(fields[key])}\n" for key in named)
 
 
 class RerankRequest(DocumentsRequest[RerankDocument]):
@@ -98,8 +101,8 @@ class RerankRequest(DocumentsRequest[RerankDocument]):
     )
     rank_fields: list[StrictStr] | None = Field(
         None,
-        description="object documents: the fields ranked, in this order, each rendered as a 'key: value' line "
-        "(default: 'text' alone)",
+        description="object documents: the fields ranked, in this order, each rendered as a 'key: value' line; "
+        "an object with none of them is ranked on its 'text' (default: 'text' alone)",
     )
     max_tokens_per_doc: StrictInt | None = Field(
         None, ge=1, description="truncate documents to this many tokens (never above the server's limit)"
@@ -125,12 +128,13 @@ class RerankRequest(DocumentsRequest[RerankDocument]):
             if isinstance(doc, str):
                 continue
             fields = doc.fields()
-            if self.rank_fields and not any(key in fields for key in self.rank_fields):
-                raise ValueError(f"documents: item {i} has none of the rank_fields {self.rank_fields}")
-            if not self.rank_fields and "text" not in fields:
-                raise ValueError(
-                    f"documents: item {i} is an object without a string 'text'; name the fields to rank in rank_fields"
-                )
+            if "text" in fields or any(key in fields for key in self.rank_fields or ()):
+                continue
+            if self.rank_fields:
+                raise ValueError(f"documents: item {i} has no 'text' and none of the rank_fields {self.rank_fields}")
+            raise ValueError(
+                f"documents: item {i} is an object without a string 'text'; name the fields to rank in rank_fields"
+            )
         return self
 
     def texts(self) -> list[str]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Iterator
 from contextlib import contextmanager, suppress
 from typing import TypeVar
@@ -36,6 +37,7 @@ from service.engine import InputTooLong, ScoreOutcome, ScoringEngine
 from service.inference_thread import BackendStuck, InferenceTimeout
 from service.runtime import ServiceRuntime
 from service.scheduler import ShuttingDown
+from service.tracing import record_phases
 
 logger = logging.getLogger(__name__)
 
@@ -164,7 +166,9 @@ async def serve_score(runtime: ServiceRuntime, request: ScoreRequest, arrived: f
     explain = check_reasoning(runtime, engine, request)
     deadline = request_deadline(request.timeout_ms, arrived)
     with engine_errors(engine), engine.admit():
+        started = time.perf_counter()
         outcome = await until_disconnected(http, engine.score(request.query, texts, deadline, explain, arrived))
+    record_phases(http, outcome, started, explain)
     body = build_response(engine.name, request, outcome)
     return json_response(body, timing_headers(outcome.queue_seconds, outcome.inference_seconds))
 

@@ -15,6 +15,7 @@ them).
 
 from __future__ import annotations
 
+import time
 import uuid
 
 from fastapi import Request
@@ -44,6 +45,7 @@ from service.api.serving import (
 )
 from service.engine import ScoreOutcome
 from service.runtime import ServiceRuntime
+from service.tracing import record_phases
 
 NOT_ECHOED = (
     "return_documents is not supported on /rerank: documents are not echoed there (Infinity's and vLLM's "
@@ -66,8 +68,10 @@ async def _score(
     engine = ready_engine(runtime)
     deadline = request_deadline(timeout_ms, arrived)
     with engine_errors(engine), engine.admit():
+        started = time.perf_counter()
         scoring = engine.score(query, texts, deadline, arrived=arrived, max_document_tokens=max_document_tokens)
         outcome = await until_disconnected(http, scoring)
+    record_phases(http, outcome, started)
     return engine.name, outcome
 
 

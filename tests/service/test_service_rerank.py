@@ -179,7 +179,8 @@ def test_root_rerank_with_documents_answers_as_v1_without_echoing_documents(shar
 PRODUCTS = [
     {"id": "p1", "title": "Insulated bottle 500ml", "brand": "HydroPeak", "price": 25},
     {"id": "p2", "title": "Coffee mug", "brand": "Mugsy", "text": "ceramic mug 350 ml"},
-    {"id": "p3", "brand": "RoadCo"},  # none of title: still ranked on brand
+    {"id": "p3", "brand": "RoadCo"},  # no title, no text: ranked on brand
+    {"id": "p4", "text": "steel bottle 0.5 l"},  # none of the rank_fields: ranked on its text
 ]
 
 
@@ -189,6 +190,7 @@ def test_rank_fields_rank_the_named_fields_as_key_value_lines_and_return_the_who
         "title: Insulated bottle 500ml\nbrand: HydroPeak\n",
         "title: Coffee mug\nbrand: Mugsy\n",
         "brand: RoadCo\n",
+        "steel bottle 0.5 l",
     ]
     expected = [
         r["score"] for r in client.post("/v1/score", json={"query": QUERY, "documents": rendered}).json()["results"]
@@ -197,7 +199,7 @@ def test_rank_fields_rank_the_named_fields_as_key_value_lines_and_return_the_who
     r = client.post("/v1/rerank", json=body)
     assert r.status_code == 200, r.text
     results = r.json()["results"]
-    order = sorted(range(3), key=lambda i: (-expected[i], i))
+    order = sorted(range(len(PRODUCTS)), key=lambda i: (-expected[i], i))
     assert [x["index"] for x in results] == order
     assert [x["relevance_score"] for x in results] == [expected[i] for i in order]
     assert [x["document"] for x in results] == [PRODUCTS[i] for i in order]
@@ -221,7 +223,7 @@ def test_object_documents_without_rank_fields_rank_their_text_and_come_back_whol
     "documents, rank_fields, words",
     [
         ([{"title": "a"}], None, ["documents: item 0", "'text'", "rank_fields"]),
-        (["a", {"title": "a"}], ["brand"], ["documents: item 1", "none of the rank_fields", "brand"]),
+        (["a", {"title": "a"}], ["brand"], ["documents: item 1", "no 'text' and none of the rank_fields", "brand"]),
         ([{"text": 3}], None, ["documents", "item 0"]),
         (["a"], "title", ["rank_fields"]),
     ],
