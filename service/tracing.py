@@ -28,9 +28,10 @@ import time
 from typing import TYPE_CHECKING, Any, Protocol
 
 from fastapi import Request
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 import afrl
+from service.api.middleware import StatusCapture
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace.export import SpanExporter
@@ -123,14 +124,7 @@ class TracingMiddleware:
 
         method = scope["method"]
         carrier = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope.get("headers", [])}
-        status = 500  # if the app raises before answering, the outer error handler sends a 500
-
-        async def send_wrapper(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
+        answer = StatusCapture(send)
         with self.tracing.tracer.start_as_current_span(
             method,
             context=propagate.extract(carrier),
@@ -138,14 +132,14 @@ class TracingMiddleware:
             attributes={"http.request.method": method, "url.path": scope["path"]},
         ) as span:
             try:
-                await self.app(scope, receive, send_wrapper)
+                await self.app(scope, receive, answer)
             finally:
                 route = getattr(scope.get("route"), "path", None)
                 if route:
                     span.update_name(f"{method} {route}")
                     span.set_attribute("http.route", route)
-                span.set_attribute("http.response.status_code", status)
-                if status >= 500:
+                span.set_attribute("http.response.status_code", answer.status)
+                if answer.status >= 500:
                     span.set_status(trace.StatusCode.ERROR)
 
 

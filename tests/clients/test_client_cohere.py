@@ -77,3 +77,17 @@ def test_a_base_url_ending_in_v1_is_not_found_for_v2(server):
     """What the README warns about: ClientV2 appends /v2/rerank to the base, so '/v1' gives /v1/v2/rerank."""
     with pytest.raises(cohere.errors.NotFoundError):
         cohere.ClientV2(api_key=ANY_KEY, base_url=f"{server.url}/v1").rerank(model="afrl", query=QUERY, documents=DOCS)
+
+
+def test_v2_relevant_spans_are_accepted_and_named_in_warnings(server):
+    """Cohere 7's relevant_spans: the same ranking, no spans, and a warning saying so."""
+    relevant_spans = getattr(cohere, "RerankRelevantSpans", None)
+    if relevant_spans is None:
+        pytest.skip(f"cohere {cohere.__version__} has no relevant_spans (7.x has)")
+    order, scores = server.expected(DOCS).top()
+    response = cohere.ClientV2(api_key=ANY_KEY, base_url=server.url).rerank(
+        model="afrl", query=QUERY, documents=DOCS, relevant_spans=relevant_spans(mode="enabled")
+    )
+    assert [(r.index, r.relevance_score) for r in response.results] == list(zip(order, scores, strict=True))
+    assert all(getattr(r, "relevant_spans", None) is None for r in response.results)
+    assert [w.split(" ", 1)[0] for w in response.meta.warnings] == ["relevant_spans"]
