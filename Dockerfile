@@ -23,7 +23,7 @@ COPY afrl afrl
 COPY training training
 COPY export export
 COPY service service
-COPY loadtest loadtest
+COPY bench bench
 # DL3013: ".[train,export]" is this project; its dependencies' bounds live in pyproject.toml.
 # hadolint ignore=DL3013
 RUN pip install --no-cache-dir torch==2.13.0 \
@@ -45,7 +45,8 @@ RUN python deploy/docker/serve_requirements.py --runtime "${RUNTIME}" > /tmp/req
  && rm /tmp/requirements.txt
 COPY afrl afrl
 COPY service service
-COPY loadtest loadtest
+# bench: the `afrl` command line lists every benchmark (modules that import only the standard library)
+COPY bench bench
 COPY training/__init__.py training/__init__.py
 COPY export/__init__.py export/__init__.py
 RUN pip install --no-cache-dir --no-deps . \

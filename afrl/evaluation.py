@@ -11,7 +11,15 @@ decisive-rule recall) need generated text: greedy decoding with torch from
 the checkpoint, for a checkpoint, or for an artifact whose manifest names a
 source checkpoint that is still on disk (`--explain N` examples, 0 = skip).
 
+`--data` is a split of the generated world, a dataset folder (its `--split`,
+default test; the majority baseline answers its train split's most frequent
+grade) or a .jsonl file (every row; the baseline comes from those rows). A
+folder or file is read and checked by `afrl.dataset` before any model loads,
+against the model's label set. Rows without rule ids or long-tail marks are
+measured all the same; the slices they lack read "n/a" over 0 rows.
+
 Writes eval.json, confusion.png and eval.png (calibration, per-rule accuracy).
+Nothing of `training/` (or torch) is imported until a command needs it.
 """
 
 from __future__ import annotations
@@ -19,29 +27,77 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from afrl.dataset import SPLITS, Example, load_dataset
 from afrl.scoring import GradeResult
-from training.evaluate import grade_report, predict_examples
 
 log = logging.getLogger(__name__)
 
-SPLITS = ("train", "dev", "test")
+NOT_AVAILABLE = "n/a"
 
 
-def load_examples(data: str, seed: int = 0) -> tuple[list, list[int]]:
-    """Examples of a world split (or a JSONL file) and the training grades for the baseline."""
-    from training.world import build_world, load_jsonl
+@dataclass(frozen=True)
+class EvalData:
+    """The rows to evaluate, the grades the majority baseline is taken from, and where both came from."""
 
-    world = build_world(seed=seed)
-    train_grades = [e.grade for e in world.train]
+    examples: list[Example]
+    baseline_grades: list[int]
+    baseline_from: str
+    dataset: dict[str, Any] | None = None  # afrl.dataset's report, for a folder or a file
+
+
+def load_eval_data(
+    data: str,
+    seed: int = 0,
+    labels: Sequence[int] | None = None,
+    split: str = "test",
+    progress: Callable[[str], None] | None = None,
+) -> EvalData:
+    """A split of the generated world, a split of a dataset folder, or every row of a .jsonl file.
+
+    The majority baseline answers the most frequent grade of the dataset's train split; a single file
+    is evaluated whole, so its baseline is the most frequent grade of the evaluated rows.
+    """
     if data in SPLITS:
-        return list(getattr(world, data)), train_grades
+        from training.world import build_world
+
+        world = build_world(seed=seed)
+        return EvalData(world.split(data), [e.grade for e in world.train], f"train split of the world (seed {seed})")
     path = Path(data)
-    if not path.is_file():
-        raise FileNotFoundError(f"--data {data!r} is neither a split ({', '.join(SPLITS)}) nor a JSONL file")
-    return load_jsonl(path), train_grades
+    if not path.exists():
+        raise FileNotFoundError(
+            f"--data {data!r} is neither a split ({', '.join(SPLITS)}) nor a dataset folder or file"
+        )
+    ds = load_dataset(path, labels, split_missing=path.is_dir())
+    if progress:
+        for line in ds.report.summary_lines():
+            progress(line)
+    if path.is_dir():
+        rows = ds.split(split)
+        how = f"; {split} was {ds.report.split_off[split]}" if split in ds.report.split_off else ""
+        return EvalData(
+            rows, [e.grade for e in ds.train], f"train split of {path} ({len(ds.train)} rows){how}", ds.report.to_dict()
+        )
+    rows = ds.train  # the whole file, in its order
+    return EvalData(
+        rows, [e.grade for e in rows], f"the evaluated rows ({path} has no separate train split)", ds.report.to_dict()
+    )
+
+
+def model_label_values(model_dir: Path) -> list[int] | None:
+    """The grade values an artifact's manifest or a checkpoint's afrl.json declares (None: unreadable)."""
+    from afrl.manifest import MANIFEST_NAME
+
+    try:
+        if (model_dir / MANIFEST_NAME).is_file():
+            return list(json.loads((model_dir / MANIFEST_NAME).read_text())["labels"]["values"])
+        return list(json.loads((model_dir / "afrl.json").read_text())["label_values"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # the model's own loader says what is wrong with it
 
 
 def evaluate(
@@ -52,27 +108,34 @@ def evaluate(
     limit: int | None = None,
     explain: int = 0,
     progress: Callable[[str], None] | None = None,
+    split: str = "test",
 ) -> dict:
-    """An artifact (manifest.json) or a training checkpoint (afrl.json): grade figures, then explanations."""
+    """An artifact (manifest.json) or a training checkpoint (afrl.json): grade figures, then explanations.
+
+    The data is read and checked before any model loads, so bad rows fail in a second, not after the load.
+    """
     from afrl.manifest import MANIFEST_NAME
 
-    if (model_dir / MANIFEST_NAME).is_file():
-        report = evaluate_artifact(model_dir, data, None, seed, limit, progress)
-        source = Path(json.loads((model_dir / MANIFEST_NAME).read_text())["source"]["checkpoint"])
-        checkpoint = source if (source / "afrl.json").is_file() else None
-    elif (model_dir / "afrl.json").is_file():
-        report, checkpoint = None, model_dir
-    else:
+    is_artifact = (model_dir / MANIFEST_NAME).is_file()
+    if not is_artifact and not (model_dir / "afrl.json").is_file():
         raise FileNotFoundError(
             f"{model_dir} is neither a model artifact ({MANIFEST_NAME}) nor a training checkpoint (afrl.json)"
         )
+    rows = load_eval_data(data, seed, model_label_values(model_dir), split, progress)
+    if limit is not None:
+        rows = EvalData(rows.examples[:limit], rows.baseline_grades, rows.baseline_from, rows.dataset)
+    report: dict | None = None
+    checkpoint: Path | None = model_dir
+    if is_artifact:
+        report = evaluate_artifact(model_dir, rows, progress)
+        source = Path(json.loads((model_dir / MANIFEST_NAME).read_text())["source"]["checkpoint"])
+        checkpoint = source if (source / "afrl.json").is_file() else None
     if report is None or explain:
         from training.context import load_checkpoint
         from training.model_eval import evaluate_model
 
-        examples, train_grades = load_examples(data, seed)
-        examples = examples[:limit] if limit is not None else examples
         if checkpoint is None:
+            assert report is not None
             report["explanations"] = {
                 "skipped": "the artifact's source checkpoint is not on disk; "
                 "pass the checkpoint folder to measure explanations"
@@ -80,11 +143,14 @@ def evaluate(
         else:
             model, ctx = load_checkpoint(checkpoint)
             start = time.perf_counter()
-            measured = evaluate_model(model, ctx, examples, train_grades, explain)
+            measured = evaluate_model(model, ctx, rows.examples, rows.baseline_grades, explain)
             if report is None:
-                report = {"model": str(model_dir), "data": data, **measured, "seconds": time.perf_counter() - start}
+                report = {"model": str(model_dir), **measured, "seconds": time.perf_counter() - start}
             if explain:
                 report["explanations"] = {**measured["explanations"], "from_checkpoint": str(checkpoint)}
+    assert report is not None
+    _fill_missing_slices(report)
+    report = {"model": report.pop("model"), **_data_figures(data, split, rows), **report}
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "eval.json").write_text(json.dumps(report, indent=2))
@@ -95,23 +161,16 @@ def evaluate(
     return report
 
 
-def evaluate_artifact(
-    model_dir: Path,
-    data: str,
-    out_dir: Path | None = None,
-    seed: int = 0,
-    limit: int | None = None,
-    progress: Callable[[str], None] | None = None,
-) -> dict:
+def evaluate_artifact(model_dir: Path, rows: EvalData, progress: Callable[[str], None] | None = None) -> dict:
+    """Grade figures of an artifact, scored by the service's own loader and engine."""
     from service.artifact_loader import load_artifact
     from service.blocking import BlockingScorer
     from service.engine import ScoringEngine
     from service.metrics import ServiceMetrics
     from service.settings import ServiceSettings
+    from training.evaluate import grade_report, predict_examples
 
-    examples, train_grades = load_examples(data, seed)
-    if limit is not None:
-        examples = examples[:limit]
+    examples = rows.examples
     settings = ServiceSettings(model=model_dir)
     model = load_artifact(settings)
     scorer = BlockingScorer(ScoringEngine(model, settings.max_batch_tokens, ServiceMetrics()))
@@ -132,17 +191,52 @@ def evaluate_artifact(
         scorer.close()
     report = {
         "model": model.name,
-        "data": data,
-        **grade_report(examples, results, train_grades, model.manifest.labels.values),
+        **grade_report(examples, results, rows.baseline_grades, model.manifest.labels.values),
     }
     report["seconds"] = time.perf_counter() - start
-    if out_dir is not None:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "eval.json").write_text(json.dumps(report, indent=2))
-        _plot_confusion(report, out_dir / "confusion.png")
-        if progress:
-            progress(f"wrote {out_dir / 'eval.json'} and {out_dir / 'confusion.png'}")
     return report
+
+
+def _data_figures(data: str, split: str, rows: EvalData) -> dict[str, Any]:
+    """What was evaluated, where the majority baseline's grades came from, and how much the rows say."""
+    examples = rows.examples
+    evaluated = data if data in SPLITS else split if Path(data).is_dir() else "all rows"
+    figures: dict[str, Any] = {
+        "data": data,
+        "split": evaluated,
+        "majority_baseline_from": rows.baseline_from,
+        "rows_with_rule_ids": sum(e.has_rule_ids for e in examples),
+        "rows_with_explanation": sum(e.has_explanation for e in examples),
+        "long_tail_rules": _long_tail_rules(examples),
+    }
+    if rows.dataset is not None:
+        figures["dataset"] = rows.dataset
+    return figures
+
+
+def _long_tail_rules(examples: Sequence[Example]) -> list[str]:
+    """Rules that decided only long-tail rows: the plot marks them, whatever rulebook the dataset follows."""
+    head = {r for e in examples if not e.long_tail for r in e.decisive_rule_ids}
+    return sorted({r for e in examples if e.long_tail for r in e.decisive_rule_ids} - head, key=lambda r: int(r[1:]))
+
+
+def _figure(report: dict, key: str) -> str:
+    value = report.get(key)
+    return f"{value:.3f}" if isinstance(value, int | float) else str(value or NOT_AVAILABLE)
+
+
+def _fill_missing_slices(report: dict) -> None:
+    """Per-rule and long-tail figures on data without rule ids or long-tail rows read 'n/a' over 0 rows."""
+    if not report.get("per_rule"):
+        report["per_rule"] = {}
+        report["per_rule_accuracy"] = f"{NOT_AVAILABLE}: no evaluated row has rule_ids"
+    if "long_tail_accuracy" not in report:
+        report["long_tail_examples"] = 0
+        report["long_tail_accuracy"] = NOT_AVAILABLE
+        report["long_tail_label_entropy"] = NOT_AVAILABLE
+    if "head_accuracy" not in report:
+        report["head_examples"] = 0
+        report["head_accuracy"] = NOT_AVAILABLE
 
 
 def _plot_confusion(report: dict, path: Path) -> None:
@@ -180,29 +274,26 @@ def _plot_details(report: dict, path: Path) -> None:
         import matplotlib.pyplot as plt
     except ImportError:
         return
-    from training.world.rules import RULES
-
+    tail = set(report.get("long_tail_rules", []))
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4), gridspec_kw={"width_ratios": [1, 2.4]})
     bins = report.get("reliability", [])
     ax1.plot([0, 1], [0, 1], color="grey", lw=0.8, ls="--")
     ax1.plot([b["confidence"] for b in bins], [b["accuracy"] for b in bins], marker="o")
     ax1.set_xlabel("confidence (max label probability)")
     ax1.set_ylabel("accuracy")
-    ax1.set_title(f"calibration, ECE {report.get('expected_calibration_error', float('nan')):.3f}")
+    ax1.set_title(f"calibration, ECE {_figure(report, 'expected_calibration_error')}")
     rules = report.get("per_rule", {})
     names = list(rules)
     ax2.bar(
         range(len(names)),
         [rules[r]["accuracy"] for r in names],
-        color=["tab:orange" if r in RULES and RULES[r].long_tail else "tab:blue" for r in names],
+        color=["tab:orange" if r in tail else "tab:blue" for r in names],
     )
-    ax2.set_xticks(
-        range(len(names)), [r + ("*" if r in RULES and RULES[r].long_tail else "") for r in names], fontsize=8
-    )
+    ax2.set_xticks(range(len(names)), [r + ("*" if r in tail else "") for r in names], fontsize=8)
     ax2.set_ylim(0, 1)
     ax2.set_title(
-        f"accuracy by deciding rule (* long tail: {report.get('long_tail_accuracy', float('nan')):.3f}, "
-        f"head: {report.get('head_accuracy', float('nan')):.3f})"
+        f"accuracy by deciding rule (* long tail: {_figure(report, 'long_tail_accuracy')}, "
+        f"head: {_figure(report, 'head_accuracy')})"
     )
     fig.tight_layout()
     fig.savefig(path, dpi=110)

@@ -1,13 +1,15 @@
 """The label set: grade values and the vocabulary token that spells each one.
 
-The set lives in the artifact manifest; this module only builds and checks it,
-so no other code hard-codes grade tokens.
+The set lives in the artifact manifest; this module only builds and checks it
+(`from_tokenizer`, `check_tokens`: export, artifact verification and serving
+check the artifact's tokenizer with the same call), so no other code hard-codes
+grade tokens.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 from pydantic import BaseModel, model_validator
 
@@ -24,7 +26,7 @@ GRADE_MEANINGS: dict[int, str] = {
 class TokenEncoder(Protocol):
     """What label building needs from a tokenizer (HF or `tokenizers`)."""
 
-    def encode(self, text: str, add_special_tokens: bool = ...) -> object: ...
+    def encode(self, text: str, add_special_tokens: bool = ...) -> Any: ...
 
 
 class LabelSet(BaseModel):
@@ -69,7 +71,17 @@ class LabelSet(BaseModel):
             ids.append(encoded[0])
         return cls(values=list(values), tokens=tokens, token_ids=ids)
 
+    def check_tokens(self, tokenizer: TokenEncoder) -> None:
+        """Raise ValueError unless every label token encodes, alone, to its recorded id with `tokenizer`."""
+        for value, token, token_id in zip(self.values, self.tokens, self.token_ids, strict=True):
+            ids = _ids(tokenizer.encode(token, add_special_tokens=False))
+            if ids != [token_id]:
+                raise ValueError(
+                    f"label {value} token {token!r} encodes to {ids} with the artifact's tokenizer, "
+                    f"the manifest says [{token_id}]"
+                )
 
-def _ids(encoded: object) -> list[int]:
+
+def _ids(encoded: Any) -> list[int]:
     # transformers returns a list, `tokenizers` an Encoding with `.ids`.
-    return list(getattr(encoded, "ids", encoded))  # type: ignore[arg-type]
+    return list(getattr(encoded, "ids", encoded))

@@ -1,9 +1,13 @@
 """Model artifact manifest: what export writes and what serving checks.
 
-An artifact is a folder with `manifest.json`, `score.onnx` (+ external data),
-optionally `decode/`, and the tokenizer files. `load_manifest` refuses an
+An artifact is a folder with `manifest.json`, the graphs of afrl/graphs.py
+(+ their weights file) and the tokenizer files. `load_manifest` refuses an
 artifact whose format version, prompt version, guideline hash or file hashes
-do not match, naming the file or field that broke.
+do not match, naming the file or field that broke; `load_tokenizer` refuses
+a tokenizer.json that is missing, unreadable or spells a label differently
+from the manifest. `sha256_file` is the one file hash: `write_manifest`
+records it, `verify_files` compares it, and export hashes checkpoints with
+the same `digest_file`.
 """
 
 from __future__ import annotations
@@ -11,15 +15,21 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, Field, ValidationError
 
 from afrl.labels import LabelSet
 from afrl.prompt import PromptTemplate
 
+if TYPE_CHECKING:
+    from _hashlib import HASH  # the type of hashlib's digest objects
+
+    from tokenizers import Tokenizer
+
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
+TOKENIZER_FILE = "tokenizer.json"  # what serving tokenizes with; the other tokenizer files ride along
 
 
 class ArtifactError(RuntimeError):
@@ -52,12 +62,19 @@ class Manifest(BaseModel):
     created_by: str = "afrl"
 
 
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
+def digest_file(path: Path, digest: HASH | None = None) -> HASH:
+    """Feed a file's bytes into `digest` (a hashlib object; a new sha256 when None) and return it.
+
+    A running digest lets one hash cover several files (export's checkpoint hash).
+    """
+    running = hashlib.sha256() if digest is None else digest
     with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
+        # file_digest wants a constructor; this one hands back the running digest. It reads in blocks.
+        return hashlib.file_digest(f, lambda: running)
+
+
+def sha256_file(path: Path) -> str:
+    return digest_file(path).hexdigest()
 
 
 def hash_files(folder: Path) -> dict[str, str]:
@@ -116,3 +133,22 @@ def verify_files(folder: Path, manifest: Manifest) -> None:
                 f"{folder}: file {rel!r} is corrupt or was changed: sha256 {actual[:12]}..., "
                 f"manifest says {expected[:12]}..."
             )
+
+
+def load_tokenizer(folder: Path, labels: LabelSet | None = None) -> Tokenizer:
+    """The artifact's tokenizer.json; with `labels`, refused unless each label token encodes to its id."""
+    from tokenizers import Tokenizer
+
+    path = folder / TOKENIZER_FILE
+    if not path.is_file():
+        raise ArtifactError(f"{folder}: no {TOKENIZER_FILE}; the artifact must carry its tokenizer")
+    try:
+        tokenizer = Tokenizer.from_file(str(path))
+    except Exception as e:  # tokenizers raises a bare Exception on bad files
+        raise ArtifactError(f"{path}: unreadable tokenizer: {e}") from e
+    if labels is not None:
+        try:
+            labels.check_tokens(tokenizer)
+        except ValueError as e:
+            raise ArtifactError(f"{folder}: {e}") from None
+    return tokenizer

@@ -1,13 +1,13 @@
 """Which exporter writes the decode graph: our wrapper, optimum-onnx or onnxruntime-genai, by measurement.
 
-    .venv/bin/python bench/export_decode_choice.py --arch tiny      # ~1 minute
-    .venv/bin/python bench/export_decode_choice.py --arch 0.6b      # ~15 minutes, ~8 GB of scratch disk
+    afrl bench export-decode-choice --arch tiny      # ~1 minute
+    afrl bench export-decode-choice --arch 0.6b      # ~15 minutes, ~8 GB of scratch disk
     # onnxruntime-genai runs from its own venv (never the project's): python -m venv /tmp/genai-venv;
     # echo .venv's site-packages > /tmp/genai-venv/lib/python3.11/site-packages/main.pth;
     # /tmp/genai-venv/bin/pip install --no-deps onnxruntime-genai==0.11.4   (0.18's builder needs transformers 5)
     # then pass --genai-python /tmp/genai-venv/bin/python
 
-For one random-init Qwen3 checkpoint of the chosen size, each exporter
+For one random-init Qwen3 checkpoint of the chosen size (bench.qwen3_0p6b), each exporter
 writes an FP32 decoder with a KV cache; then one step (1 new token after a
 `--past` token cache, batch 1 and 4) is timed on onnxruntime's CPU provider,
 2 threads, median of `--steps` steps. Export time and bytes on disk are
@@ -22,55 +22,13 @@ from __future__ import annotations
 import argparse
 import json
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
+from bench.qwen3_0p6b import TINY, make_checkpoint
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-ARCHS = {
-    "tiny": dict(
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        head_dim=16,
-    ),
-    # the real Qwen3-0.6B dims
-    "0.6b": dict(
-        hidden_size=1024,
-        intermediate_size=3072,
-        num_hidden_layers=28,
-        num_attention_heads=16,
-        num_key_value_heads=8,
-        head_dim=128,
-    ),
-}
-
-
-def make_checkpoint(arch: str, folder: Path) -> Path:
-    import torch
-    from transformers import AutoTokenizer, Qwen3Config, Qwen3ForCausalLM
-
-    from afrl.tokenizer_files import qwen3_tokenizer_dir
-
-    torch.manual_seed(0)
-    config = Qwen3Config(
-        vocab_size=151936,
-        tie_word_embeddings=True,
-        max_position_embeddings=40960,
-        bos_token_id=151643,
-        eos_token_id=151645,
-        pad_token_id=151643,
-        **ARCHS[arch],
-    )
-    Qwen3ForCausalLM(config).eval().save_pretrained(folder)
-    AutoTokenizer.from_pretrained(qwen3_tokenizer_dir()).save_pretrained(folder)
-    return folder
+ARCHS = {"tiny": TINY, "0.6b": {}}  # bench.qwen3_0p6b's dims overridden: the toy model, or the real 0.6B
 
 
 def folder_bytes(folder: Path) -> int:
@@ -91,6 +49,8 @@ def session(path: Path):
 
 
 def time_steps(run, steps: int) -> float:
+    import numpy as np
+
     run()  # warm-up
     times = []
     for _ in range(steps):
@@ -105,6 +65,7 @@ def cache_shape(config, batch: int, past: int) -> tuple[int, ...]:
 
 
 def measure_wrapper(ckpt: Path, out: Path, past: int, steps: int) -> dict:
+    import numpy as np
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -135,6 +96,7 @@ def measure_wrapper(ckpt: Path, out: Path, past: int, steps: int) -> dict:
 
 
 def measure_optimum(ckpt: Path, out: Path, past: int, steps: int) -> dict:
+    import numpy as np
     from optimum.exporters.onnx import main_export
     from transformers import AutoConfig
 
@@ -229,18 +191,21 @@ def measure_genai(ckpt: Path, out: Path, past: int, steps: int, python: str) -> 
     return result
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--arch", choices=sorted(ARCHS), default="tiny")
     p.add_argument("--past", type=int, default=256, help="cached tokens before the timed step")
     p.add_argument("--steps", type=int, default=16)
     p.add_argument("--genai-python", help="python of a venv with onnxruntime-genai (skipped without)")
-    p.add_argument("--only", nargs="*", default=["wrapper", "optimum", "genai"])
+    p.add_argument(
+        "--only", nargs="*", choices=["wrapper", "optimum", "genai"], default=["wrapper", "optimum", "genai"]
+    )
     p.add_argument("--out", default="bench/results")
-    args = p.parse_args()
+
+
+def run(args: argparse.Namespace) -> int:
     results = []
     with tempfile.TemporaryDirectory(prefix="afrl-decode-choice-") as tmp:
-        ckpt = make_checkpoint(args.arch, Path(tmp) / "checkpoint")
+        ckpt = make_checkpoint(Path(tmp) / "checkpoint", ARCHS[args.arch])
         runs = {
             "wrapper": lambda out: measure_wrapper(ckpt, out, args.past, args.steps),
             "optimum": lambda out: measure_optimum(ckpt, out, args.past, args.steps),
@@ -257,7 +222,4 @@ def main() -> None:
             subprocess.run(["rm", "-rf", str(out)], check=False)  # GBs at 0.6B
     Path(args.out).mkdir(parents=True, exist_ok=True)
     (Path(args.out) / f"decode_choice_{args.arch}.json").write_text(json.dumps(results, indent=2))
-
-
-if __name__ == "__main__":
-    main()
+    return 0

@@ -1,6 +1,6 @@
 """INT8 export of a trained checkpoint, validated on the world's dev split: the tolerance that matters.
 
-    .venv/bin/python bench/export_int8_trained.py CHECKPOINT --out /tmp/afrl-int8-trained [--pairs 400]
+    afrl bench export-int8-trained CHECKPOINT --out /tmp/afrl-int8-trained [--pairs 400]
 
 CHECKPOINT is a training checkpoint (e.g. `afrl train pipeline --preset
 default` writes OUT/afrl-default-tiny-qwen3). The first `--pairs` (query,
@@ -16,21 +16,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("checkpoint")
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("checkpoint", help="a training checkpoint folder")
     p.add_argument("--out", default="/tmp/afrl-int8-trained")
     p.add_argument("--pairs", type=int, default=400)
     p.add_argument("--world-seed", type=int, default=0)
     p.add_argument("--dtypes", nargs="+", default=["int8"])
-    args = p.parse_args()
+
+
+def run(args: argparse.Namespace) -> int:
 
     from export.artifact import export_artifact
     from export.validate import TOLERANCES, ParityError, Tolerance, check_figures
@@ -62,7 +60,4 @@ def main() -> None:
         print(json.dumps({dtype: results[dtype]}, indent=2), flush=True)
     Path(args.out).mkdir(parents=True, exist_ok=True)
     (Path(args.out) / "results.json").write_text(json.dumps(results, indent=2))
-
-
-if __name__ == "__main__":
-    main()
+    return 0

@@ -1,11 +1,11 @@
 """Shared-prefix scoring vs scoring every full prompt: 1 query x 16 documents on this CPU.
 
-    .venv/bin/python bench/export_qwen3_0p6b.py --out /tmp/afrl-0p6b --dtypes int8   # the artifact, once
-    .venv/bin/python bench/export_prefix_speedup.py --model /tmp/afrl-0p6b/int8
+    afrl bench export-0p6b --out /tmp/afrl-0p6b --dtypes int8   # the artifact, once
+    afrl bench export-prefix-speedup --model /tmp/afrl-0p6b/int8
 
 Each full prompt is guideline + query + document + assistant prefix, in
 the artifact's own template; the guideline is the artifact's, cut to about
-`--guideline-tokens` tokens (timing depends on token counts, not on the
+`--guideline-tokens` tokens (bench.compare.inputs.cut_guideline; timing depends on token counts, not on the
 words; the cut guideline is the same for both paths). Timed on onnxruntime's CPU provider,
 `--threads` intra-op threads, median of `--repeats` runs after a warm-up:
 
@@ -22,13 +22,8 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import time
 from pathlib import Path
-
-import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 QUERY = "wireless noise cancelling headphones over ear"
 DOCUMENTS = [
@@ -51,33 +46,28 @@ DOCUMENTS = [
 ]
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="artifact folder with score, prefix and score_prefix graphs")
     p.add_argument("--documents", type=int, default=16)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--guideline-tokens", type=int, default=150, help="cut the guideline to about this many tokens")
-    args = p.parse_args()
 
+
+def run(args: argparse.Namespace) -> int:
+    import numpy as np
     import onnxruntime as ort
     from tokenizers import Tokenizer
 
     from afrl.manifest import load_manifest
     from afrl.padding import left_pad
     from afrl.prompt import PromptEncoder
+    from bench.compare.inputs import cut_guideline
 
     folder = Path(args.model)
     manifest = load_manifest(folder, verify_hashes=False)
     tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
-    template = manifest.prompt
-    words = template.guideline.split(" ")
-    while (
-        len(words) > 1 and len(tokenizer.encode(" ".join(words), add_special_tokens=False).ids) > args.guideline_tokens
-    ):
-        words.pop()
-    guideline = " ".join(words)
-    template = template.model_copy(update={"prefix": template.prefix.replace(template.guideline, guideline)})
+    template = cut_guideline(manifest.prompt, tokenizer, args.guideline_tokens)
     encoder = PromptEncoder(template, tokenizer)
     pad = tokenizer.token_to_id("<|endoftext|>") or 0
     docs = (DOCUMENTS * (args.documents // len(DOCUMENTS) + 1))[: args.documents]
@@ -124,7 +114,7 @@ def main() -> None:
                 "dtype": manifest.graphs["score"].dtype,
                 "threads": args.threads,
                 "documents": len(docs),
-                "guideline_tokens": len(tokenizer.encode(guideline, add_special_tokens=False).ids),
+                "guideline_tokens": len(tokenizer.encode(template.guideline, add_special_tokens=False).ids),
                 "prefix_tokens": len(prefix),
                 "document_tokens_mean": round(float(np.mean([len(d) for d in doc_ids])), 1),
                 "full_prompt_tokens_padded": int(full_ids.size),
@@ -137,7 +127,4 @@ def main() -> None:
             indent=2,
         )
     )
-
-
-if __name__ == "__main__":
-    main()
+    return 0

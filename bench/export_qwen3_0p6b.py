@@ -1,8 +1,8 @@
 """Export the full-size Qwen3-0.6B architecture (random init) in fp32, fp16 and int8: time, size, parity.
 
-    .venv/bin/python bench/export_qwen3_0p6b.py --out /tmp/afrl-0p6b      # ~30 minutes on 2 cores, ~12 GB disk
+    afrl bench export-0p6b --out /tmp/afrl-0p6b      # ~30 minutes on 2 cores, ~12 GB disk
 
-The checkpoint is loadtest/compare/qwen3_0p6b.py's (the real 0.6B dims,
+The checkpoint is bench.qwen3_0p6b's (the real 0.6B dims,
 random seeded weights, 2.4 GB in fp32) with its 188-token guideline
 (`GUIDELINE`; the prefix bench cuts it to ~150). Each graph is exported to FP32 once; the fp16 and
 int8 artifacts convert those same FP32 graphs (export_artifact would export
@@ -11,7 +11,7 @@ validated by export_artifact against the torch model; on a random model the
 INT8 grade figures mean little (near-uniform grades flip on noise), so the
 figures are gated after the fact against `TOLERANCES` and the verdict is
 recorded rather than raised. Writes `--out`/results_<dtypes>.json and keeps the
-artifacts (`--out`/{fp32,fp16,int8}) for `bench/export_prefix_speedup.py`.
+artifacts (`--out`/{fp32,fp16,int8}) for `afrl bench export-prefix-speedup`.
 Asserts nothing.
 """
 
@@ -19,25 +19,20 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import resource
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from loadtest.compare.fp32_exports import reuse_fp32_exports  # noqa: E402  (after the path insert)
-from loadtest.compare.qwen3_0p6b import GUIDELINE, make_checkpoint  # noqa: E402
+from bench.fp32_exports import reuse_fp32_exports
+from bench.qwen3_0p6b import GUIDELINE, make_checkpoint
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="/tmp/afrl-0p6b")
     p.add_argument("--dtypes", nargs="+", default=["fp32", "fp16", "int8"])
-    args = p.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
 
+
+def run(args: argparse.Namespace) -> int:
     from transformers import AutoTokenizer
 
     from export.artifact import export_artifact
@@ -78,7 +73,4 @@ def main() -> None:
             print(json.dumps({dtype: results["artifacts"][dtype]}, indent=2), flush=True)
             (out / f"results_{'_'.join(args.dtypes)}.json").write_text(json.dumps(results, indent=2))
     print(json.dumps(results["fp32_export_s"]))
-
-
-if __name__ == "__main__":
-    main()
+    return 0

@@ -1,13 +1,15 @@
-"""Shared by the bench/service_*.py scripts: the request, a live server, lean HTTP clients, the raw
-engine call, percentiles.
+"""Shared by the serving benchmarks (latency, overhead, stream, overload, soak): the request, lean
+HTTP clients, the raw engine call, percentiles.
 
-The request is loadtest.bench_latency's: one query of the world's test split
-with its ten candidates (repeated with a suffix for more documents). The
-server is `afrl serve` in its own process (loadtest.server_process). The
-clients are deliberately thin (http.client; a few lines of asyncio streams)
-so that what is measured is the server, not the client library: httpx costs
-about a millisecond of client CPU per request, as much as a whole tiny-model
-request, and saturates long before the server does under overload.
+The request is one query of the world's test split with its ten candidates
+(repeated with a suffix for more documents). The server is `afrl serve` in
+its own process (bench.server_process). The clients are deliberately thin
+(http.client; a few lines of asyncio streams) so that what is measured is
+the server, not the client library: httpx costs about a millisecond of
+client CPU per request, as much as a whole tiny-model request, and
+saturates long before the server does under overload. numpy and the
+service are imported inside the engine calls: `afrl` imports every
+benchmark module to build its parser.
 """
 
 from __future__ import annotations
@@ -18,17 +20,29 @@ import json
 import statistics
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
 
-from afrl.padding import left_pad
-from loadtest.bench_latency import DOCUMENTS, QUERY
-from loadtest.server_process import running_server, running_server_process  # noqa: F401  (re-exported for the scripts)
-from service.artifact_loader import load_artifact
-from service.backend import supports_prefix
-from service.batching import bucket_length
-from service.settings import ServiceSettings
+# One query of the world's test split with its ten candidates (grades 4,4,3,2,2,2,1,0,0,0).
+QUERY = "white samsung galaxy buds2 earbuds"
+DOCUMENTS = [
+    "Samsung Galaxy Buds2 Earbuds, White. In-ear, with charging case. Price $110.99. Category: electronics > earbuds.",
+    "Galaxy Buds2 Earbuds, White. In-ear, with charging case. Price $110.99. Category: electronics > earbuds.",
+    "Samsung Galaxy Buds2 Earbuds, Black. In-ear, with charging case. Price $110.99. Category: electronics > earbuds.",
+    "Apple AirPods Pro Earbuds, White. In-ear, with charging case. Price $63.99. Category: electronics > earbuds.",
+    "Sony WF-1000XM4 Earbuds, White. In-ear, with charging case. Price $94.99. Category: electronics > earbuds.",
+    "Sony WH-1000XM4 Wireless Headphones, Blue. Over-ear, noise cancelling. Price $110.99. "
+    "Category: electronics > headphones.",
+    "Comply Ear Tips for Galaxy Buds2, Size S, Pack of 6. Foam, noise isolating. Price $21.99. "
+    "Category: electronics > ear tips.",
+    "Apple iPad Air Tablet, 256 GB, Blue. 10-inch display, Wi-Fi. Price $369.99. Category: electronics > tablet.",
+    "Canon PIXMA TS3350 Printer, White. Wireless, prints from your phone. Price $101.99. Category: office > printer.",
+    "Kong Stainless Steel Pet Bowl for Dry Dog Food and Dry Cat Food, Pink. Non-slip base. Price $10.99. "
+    "Category: pet > pet bowl.",
+]
 
 
 def documents(n: int) -> list[str]:
@@ -131,11 +145,32 @@ def summary(values_ms: list[float]) -> dict[str, float]:
     }
 
 
+def env_settings(items: list[str]) -> dict[str, str]:
+    """`--env AFRL_NAME=value ...` as a dict."""
+    bad = [item for item in items if "=" not in item]
+    if bad:
+        raise ValueError(f"{bad[0]!r}: write server settings as AFRL_NAME=value")
+    return dict(item.split("=", 1) for item in items)
+
+
+def service_settings(model: str, env: dict[str, str]):
+    """ServiceSettings for `model` and the AFRL_* settings of `env`, as the server reads them from its environment."""
+    from service.settings import ServiceSettings
+
+    return ServiceSettings(model=model, **{k.removeprefix("AFRL_").lower(): v for k, v in env.items()})
+
+
 def raw_engine_call(model: str, n_documents: int, env: dict[str, str]) -> Callable[[], np.ndarray]:
     """What serving one request costs at the least, in-process: tokenize, then the backend's forward
     passes on the same padded shapes the service uses (shared prefix when the artifact has it)."""
-    settings = ServiceSettings(model=model, **{k.removeprefix("AFRL_").lower(): v for k, v in env.items()})
-    loaded = load_artifact(settings)
+    import numpy as np
+
+    from afrl.padding import left_pad
+    from service.artifact_loader import load_artifact
+    from service.backend import supports_prefix
+    from service.batching import bucket_length
+
+    loaded = load_artifact(service_settings(model, env))
     backend, encoder, pad = loaded.backend, loaded.encoder, loaded.pad_id
     docs = documents(n_documents)
 
@@ -154,17 +189,20 @@ def raw_engine_call(model: str, n_documents: int, env: dict[str, str]) -> Callab
 
 
 def engine_call(model: str, n_documents: int, env: dict[str, str]) -> tuple[Callable[[], object], Callable[[], None]]:
-    """ScoringEngine.score in-process on its own event loop: the engine with its queue and threads, no HTTP.
+    """ScoringEngine.score in-process (service.blocking): the engine with its queue and threads, no HTTP.
 
     Returns the call and what closes the engine."""
+    from service.artifact_loader import load_artifact
+    from service.blocking import BlockingScorer
     from service.engine import ScoringEngine
     from service.metrics import ServiceMetrics
 
-    settings = ServiceSettings(model=model, **{k.removeprefix("AFRL_").lower(): v for k, v in env.items()})
-    engine = ScoringEngine(load_artifact(settings), settings.max_batch_tokens, ServiceMetrics(), settings)
-    loop = asyncio.new_event_loop()
+    settings = service_settings(model, env)
+    scorer = BlockingScorer(
+        ScoringEngine(load_artifact(settings), settings.max_batch_tokens, ServiceMetrics(), settings)
+    )
     docs = documents(n_documents)
-    return (lambda: loop.run_until_complete(engine.score(QUERY, docs))), engine.close
+    return (lambda: scorer.score(QUERY, docs)), scorer.close
 
 
 def time_calls(call: Callable[[], object], n: int, warmup: int) -> list[float]:

@@ -11,25 +11,33 @@ Both run the same artifact with the same AFRL_* settings, one after the
 other (never at once, so they do not share the CPU). Prints figures and
 asserts nothing.
 
-    python bench/service_overhead.py --model DIR [--documents 10] [--requests 200] [--env AFRL_X=v ...]
+    afrl bench overhead --model DIR [--documents 10] [--requests 200] [--env AFRL_X=v ...]
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 
-from service_common import (
+from bench.server_process import running_server
+from bench.service_common import (
     SyncClient,
     engine_call,
+    env_settings,
     print_table,
     raw_engine_call,
-    running_server,
     score_body,
     summary,
     time_calls,
 )
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="artifact folder")
+    p.add_argument("--documents", type=int, default=10)
+    p.add_argument("--requests", type=int, default=200)
+    p.add_argument("--warmup", type=int, default=20)
+    p.add_argument("--env", nargs="*", default=[], help="AFRL_NAME=value settings for both sides")
 
 
 def measure_http(url: str, body: dict, requests: int, warmup: int) -> tuple[list[float], list[float]]:
@@ -48,15 +56,8 @@ def measure_http(url: str, body: dict, requests: int, warmup: int) -> tuple[list
     return client_ms, inference_ms
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", required=True)
-    ap.add_argument("--documents", type=int, default=10)
-    ap.add_argument("--requests", type=int, default=200)
-    ap.add_argument("--warmup", type=int, default=20)
-    ap.add_argument("--env", nargs="*", default=[], help="AFRL_NAME=value settings for both sides")
-    a = ap.parse_args()
-    env = dict(kv.split("=", 1) for kv in a.env)
+def run(a: argparse.Namespace) -> int:
+    env = env_settings(a.env)
 
     raw = summary(time_calls(raw_engine_call(a.model, a.documents, env), a.requests, a.warmup))
     call, close = engine_call(a.model, a.documents, env)
@@ -77,7 +78,3 @@ def main() -> int:
     print(f"  overhead ratio p50(/v1/score) / p50(raw engine call) = {http['p50_ms'] / raw['p50_ms']:.3f}")
     print(f"  overhead ratio p50(/v1/score) / p50(engine.score)    = {http['p50_ms'] / engine['p50_ms']:.3f}")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -14,7 +14,7 @@ AFRL_MAX_QUEUE_DELAY_MS = --queue-delay x the unloaded p50: an operator who
 wants accepted requests within 2x of their unloaded latency lets them wait at
 most about one service time. Prints figures and asserts nothing.
 
-    python bench/service_overload.py --model DIR [--documents 10] [--factor 4] \
+    afrl bench overload --model DIR [--documents 10] [--factor 4] \
         [--queue-delay 0.5] [--env AFRL_X=v ...] [--admission AFRL_MAX_QUEUE=2 ...]
 """
 
@@ -24,11 +24,27 @@ import argparse
 import asyncio
 import json
 import random
-import sys
 import time
 from collections import Counter
 
-from service_common import AsyncClient, print_table, running_server, score_body, summary
+from bench.server_process import running_server
+from bench.service_common import AsyncClient, env_settings, print_table, score_body, summary
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="artifact folder")
+    p.add_argument("--documents", type=int, default=10)
+    p.add_argument("--factor", type=float, default=4.0)
+    p.add_argument("--concurrency", type=int, default=4, help="closed-loop clients when measuring capacity")
+    p.add_argument("--seconds", type=float, default=15.0)
+    p.add_argument("--env", nargs="*", default=[], help="AFRL_NAME=value settings for the server")
+    p.add_argument("--admission", nargs="*", default=[], help="AFRL_NAME=value for the overload server only")
+    p.add_argument(
+        "--queue-delay",
+        type=float,
+        default=0.5,
+        help="AFRL_MAX_QUEUE_DELAY_MS of the overload server, as a multiple of the unloaded p50",
+    )
 
 
 async def timed(client: AsyncClient, body: bytes) -> tuple[int, float]:
@@ -78,24 +94,9 @@ async def overload(url: str, a: argparse.Namespace, rate: float) -> list[tuple[i
     return out
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", required=True)
-    ap.add_argument("--documents", type=int, default=10)
-    ap.add_argument("--factor", type=float, default=4.0)
-    ap.add_argument("--concurrency", type=int, default=4, help="closed-loop clients when measuring capacity")
-    ap.add_argument("--seconds", type=float, default=15.0)
-    ap.add_argument("--env", nargs="*", default=[], help="AFRL_NAME=value settings for the server")
-    ap.add_argument("--admission", nargs="*", default=[], help="AFRL_NAME=value for the overload server only")
-    ap.add_argument(
-        "--queue-delay",
-        type=float,
-        default=0.5,
-        help="AFRL_MAX_QUEUE_DELAY_MS of the overload server, as a multiple of the unloaded p50",
-    )
-    a = ap.parse_args()
-    env = dict(kv.split("=", 1) for kv in a.env)
-    admission = {**env, **dict(kv.split("=", 1) for kv in a.admission)}
+def run(a: argparse.Namespace) -> int:
+    env = env_settings(a.env)
+    admission = {**env, **env_settings(a.admission)}
     with running_server(a.model, env=env) as url:
         unloaded, capacity = asyncio.run(measure_capacity(url, a))
     rate = a.factor * capacity
@@ -121,7 +122,3 @@ def main() -> int:
         print(f"  ratio p99(accepted under overload) / p99(unloaded) = {accepted['p99_ms'] / base['p99_ms']:.3f}")
     print(f"  settings: capacity server {env or 'defaults'}; overload server {admission or 'defaults'}")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,7 +1,7 @@
 """Soak and overload: does one server stay correct, fast and bounded in memory for a long run?
 
     1. capacity   unloaded latency (concurrency 1), then answered requests/s in a closed loop at
-                  --concurrency (service_overload.measure_capacity)
+                  --concurrency (bench.service_overload.measure_capacity)
     2. soak       open loop, Poisson arrivals at --load x capacity for --duration seconds: every
                   answer's status and latency, and the server process's resident memory (RSS,
                   /proc) every --sample seconds; RSS growth = median of the last 10% of samples
@@ -11,9 +11,9 @@
 
 Prints the figures; writes OUT/soak.json (settings, figures, per-window series) and OUT/soak.png
 (RSS, then p50/p99 of accepted answers, then answers per second by status, over time). The
-server is `afrl serve` in its own process (loadtest.server_process); --env passes AFRL_* settings.
+server is `afrl serve` in its own process (bench.server_process); --env passes AFRL_* settings.
 
-    python bench/service_soak.py --model DIR [--duration 600] [--load 0.7] [--factor 4] [--out runs/soak]
+    afrl bench soak [--model DIR] [--duration 600] [--load 0.7] [--factor 4] [--out runs/soak]
 """
 
 from __future__ import annotations
@@ -22,13 +22,28 @@ import argparse
 import asyncio
 import json
 import statistics
-import sys
 import time
 from collections import Counter
 from pathlib import Path
 
-from service_common import AsyncClient, print_table, running_server_process, score_body, summary
-from service_overload import measure_capacity, open_loop
+from bench.server_process import running_server_process
+from bench.service_common import AsyncClient, env_settings, print_table, score_body, summary
+from bench.service_overload import measure_capacity, open_loop
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default=None, help="artifact folder (default: the embedded default model)")
+    p.add_argument("--documents", type=int, default=10)
+    p.add_argument("--concurrency", type=int, default=4, help="closed-loop clients when measuring capacity")
+    p.add_argument("--capacity-seconds", type=float, default=15.0)
+    p.add_argument("--duration", type=float, default=600.0, help="soak length in seconds")
+    p.add_argument("--load", type=float, default=0.7, help="soak arrival rate as a fraction of capacity")
+    p.add_argument("--factor", type=float, default=4.0, help="overload arrival rate as a multiple of capacity")
+    p.add_argument("--overload-seconds", type=float, default=60.0)
+    p.add_argument("--sample", type=float, default=1.0, help="seconds between RSS samples")
+    p.add_argument("--window", type=float, default=10.0, help="seconds per point of the latency series")
+    p.add_argument("--env", nargs="*", default=[], help="AFRL_NAME=value settings for the server")
+    p.add_argument("--out", type=Path, default=Path("runs/soak"))
 
 
 class RecordingClient:
@@ -132,13 +147,10 @@ def windows(answers: list[tuple[float, int, float]], width_s: float, end_s: floa
 
 
 def plot(report: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from afrl.plotting import log_axis, pyplot, save
 
     series = report["series"]
-    fig, axes = plt.subplots(3, 1, figsize=(10, 9), sharex=True)
+    fig, axes = pyplot().subplots(3, 1, figsize=(10, 9), sharex=True)
     t, mib = zip(*series["rss"], strict=True)
     axes[0].plot(t, mib, color="tab:purple")
     axes[0].set_ylabel("server RSS (MiB)")
@@ -149,7 +161,7 @@ def plot(report: dict, path: Path) -> None:
     points = [w for w in series["windows"] if w["p50_ms"] is not None]
     axes[1].plot([w["t_s"] for w in points], [w["p50_ms"] for w in points], label="p50 (200)")
     axes[1].plot([w["t_s"] for w in points], [w["p99_ms"] for w in points], label="p99 (200)")
-    axes[1].set_yscale("log")
+    log_axis(axes[1], "y")
     axes[1].set_ylabel("latency (ms)")
     axes[1].legend()
     for key, label in (("ok_per_s", "200"), ("refused_per_s", "429"), ("failed_per_s", "other (5xx, failed)")):
@@ -159,26 +171,11 @@ def plot(report: dict, path: Path) -> None:
     axes[2].legend()
     for ax in axes:
         ax.axvline(report["series"]["soak_end_s"], color="grey", linestyle="--")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save(fig, path)
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", default=None, help="artifact folder (default: the embedded default model)")
-    ap.add_argument("--documents", type=int, default=10)
-    ap.add_argument("--concurrency", type=int, default=4, help="closed-loop clients when measuring capacity")
-    ap.add_argument("--capacity-seconds", type=float, default=15.0)
-    ap.add_argument("--duration", type=float, default=600.0, help="soak length in seconds")
-    ap.add_argument("--load", type=float, default=0.7, help="soak arrival rate as a fraction of capacity")
-    ap.add_argument("--factor", type=float, default=4.0, help="overload arrival rate as a multiple of capacity")
-    ap.add_argument("--overload-seconds", type=float, default=60.0)
-    ap.add_argument("--sample", type=float, default=1.0, help="seconds between RSS samples")
-    ap.add_argument("--window", type=float, default=10.0, help="seconds per point of the latency series")
-    ap.add_argument("--env", nargs="*", default=[], help="AFRL_NAME=value settings for the server")
-    ap.add_argument("--out", type=Path, default=Path("runs/soak"))
-    a = ap.parse_args()
-    env = dict(kv.split("=", 1) for kv in a.env)
+def run(a: argparse.Namespace) -> int:
+    env = env_settings(a.env)
     with running_server_process(a.model, env=env) as (url, server):
         unloaded, capacity = asyncio.run(
             measure_capacity(
@@ -239,7 +236,3 @@ def main() -> int:
     )
     print(f"  wrote {a.out / 'soak.json'} and {a.out / 'soak.png'}")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -5,17 +5,26 @@ and the same request with `stream: true` and `reasoning: {"top_k": K}`;
 for the stream it records the first `score` event, the first `reasoning`
 event and `done`. Prints figures and asserts nothing.
 
-    python bench/service_stream.py --model DIR [--documents 10] [--top-k 1] [--requests 50] [--env AFRL_X=v ...]
+    afrl bench stream --model DIR [--documents 10] [--top-k 1] [--requests 50] [--env AFRL_X=v ...]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 
-from service_common import SyncClient, print_table, running_server, score_body, summary
+from bench.server_process import running_server
+from bench.service_common import SyncClient, env_settings, print_table, score_body, summary
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="artifact folder")
+    p.add_argument("--documents", type=int, default=10)
+    p.add_argument("--top-k", type=int, default=1)
+    p.add_argument("--requests", type=int, default=50)
+    p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--env", nargs="*", default=[], help="AFRL_NAME=value settings for the server")
 
 
 def stream_once(client: SyncClient, body: dict) -> dict[str, float]:
@@ -32,16 +41,8 @@ def stream_once(client: SyncClient, body: dict) -> dict[str, float]:
     return marks
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", required=True)
-    ap.add_argument("--documents", type=int, default=10)
-    ap.add_argument("--top-k", type=int, default=1)
-    ap.add_argument("--requests", type=int, default=50)
-    ap.add_argument("--warmup", type=int, default=5)
-    ap.add_argument("--env", nargs="*", default=[], help="AFRL_NAME=value settings for the server")
-    a = ap.parse_args()
-    env = dict(kv.split("=", 1) for kv in a.env)
+def run(a: argparse.Namespace) -> int:
+    env = env_settings(a.env)
     plain_body = score_body(a.documents)
     stream_body = score_body(a.documents, stream=True, reasoning={"top_k": a.top_k})
     plain_ms: list[float] = []
@@ -72,7 +73,3 @@ def main() -> int:
     )
     print(f"  ratio p50(first score event) / p50(non-stream) = {first['p50_ms'] / plain['p50_ms']:.3f}")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -54,7 +54,7 @@ from typing import Any, Literal
 
 from afrl import graphs as contract
 from afrl.labels import DEFAULT_GRADES, LabelSet
-from afrl.manifest import MANIFEST_NAME, GraphSpec, Manifest, SourceCheckpoint, write_manifest
+from afrl.manifest import MANIFEST_NAME, GraphSpec, Manifest, SourceCheckpoint, digest_file, write_manifest
 from afrl.progress import say
 from afrl.prompt import PromptEncoder, PromptTemplate
 from export.float16 import convert_fp16
@@ -158,8 +158,12 @@ def export_artifact(
         staging.mkdir()
         _copy_tokenizer_files(ckpt, staging)
         served = Tokenizer.from_file(str(staging / "tokenizer.json"))  # what serving will load
-        if LabelSet.from_tokenizer(served, ckpt.labels.values) != ckpt.labels:
-            raise CheckpointError(f"{checkpoint}: tokenizer.json spells the grades differently from the HF tokenizer")
+        try:
+            ckpt.labels.check_tokens(served)  # the labels were read with the HF tokenizer
+        except ValueError as e:
+            raise CheckpointError(
+                f"{checkpoint}: tokenizer.json spells the grades differently from the HF tokenizer: {e}"
+            ) from None
 
         files = {}
         for name in graphs:
@@ -361,9 +365,7 @@ def checkpoint_sha256(folder: Path) -> str:
     for path in sorted(Path(folder).iterdir()):
         if path.is_file() and path.suffix in CHECKPOINT_FILE_SUFFIXES and path.name not in CHECKPOINT_SKIP:
             h.update(path.name.encode() + b"\0")
-            with open(path, "rb") as f:
-                while block := f.read(1 << 20):
-                    h.update(block)
+            digest_file(path, h)
     return h.hexdigest()
 
 

@@ -32,17 +32,21 @@ comparison is in `export/onnx_export.py`.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from export.score_graph import LabelHead, additive_attention_mask
 
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
+
 
 class CachedDecoder(nn.Module):
     """The decoder body run over new tokens with an optional past cache; the common part of the three graphs."""
 
-    def __init__(self, model: nn.Module):
+    def __init__(self, model: PreTrainedModel):
         super().__init__()
         self.decoder = model.get_decoder()
         self.config = model.config
@@ -70,9 +74,11 @@ class CachedDecoder(nn.Module):
             use_cache=True,
             cache_position=torch.arange(s, s + t, device=input_ids.device),
         )
-        present = []
+        present: list[torch.Tensor] = []
         for layer in range(self.layers):
             keys, values = cache.layers[layer].keys, cache.layers[layer].values  # (B, Hkv, S + T, D)
+            if keys is None or values is None:  # the decoder fills every layer it runs
+                raise RuntimeError(f"the decoder left layer {layer} of the cache empty")
             present += [keys, values]
         return out.last_hidden_state, present
 
@@ -89,7 +95,7 @@ class PrefixModel(CachedDecoder):
 class ScorePrefixModel(CachedDecoder):
     """Prefix cache + left-padded documents -> label logits and the documents' own cache."""
 
-    def __init__(self, model: nn.Module, label_token_ids: Sequence[int]):
+    def __init__(self, model: PreTrainedModel, label_token_ids: Sequence[int]):
         super().__init__(model)
         self.head = LabelHead(model, label_token_ids)
         self.label_token_ids = self.head.token_ids
@@ -109,7 +115,7 @@ class ScorePrefixModel(CachedDecoder):
 class DecodeModel(CachedDecoder):
     """One decoding step (or a few tokens) from a cache -> next-token logits and the grown cache."""
 
-    def __init__(self, model: nn.Module):
+    def __init__(self, model: PreTrainedModel):
         super().__init__(model)
         head = model.get_output_embeddings()
         if head is None:

@@ -23,7 +23,7 @@ dynamo exporter's own value_info carries the types it needs.
 
 Runs on the CPU execution provider too (onnxruntime 1.32 has float16 kernels
 for every op of these graphs; slower than FP32 there), so export validates
-FP16 on CPU; `scripts/gpu_export_check.py` measures it on CUDA.
+FP16 on CPU; `afrl bench gpu-export-check` measures it on CUDA.
 """
 
 from __future__ import annotations

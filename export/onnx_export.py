@@ -70,6 +70,7 @@ import time
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import onnx
 import torch
@@ -79,6 +80,10 @@ from afrl import graphs
 from export.cache_graphs import DecodeModel, PrefixModel, ScorePrefixModel
 from export.logs import quiet_exporters
 from export.score_graph import LabelScoreModel
+
+if TYPE_CHECKING:
+    import onnx_ir
+    from transformers import PreTrainedModel
 
 logger = logging.getLogger(__name__)
 
@@ -90,7 +95,7 @@ TOTAL_SEQUENCE = "past_sequence + sequence"  # the name of the attention mask's 
 
 
 def export_score_onnx(
-    model: nn.Module,
+    model: PreTrainedModel,
     label_token_ids: Sequence[int],
     path: str | Path,
     opset: int = DEFAULT_OPSET,
@@ -102,7 +107,7 @@ def export_score_onnx(
 
 def export_graph(
     name: str,
-    model: nn.Module,
+    model: PreTrainedModel,
     label_token_ids: Sequence[int],
     path: str | Path,
     opset: int = DEFAULT_OPSET,
@@ -134,6 +139,8 @@ def export_graph(
             dynamic_shapes=dynamic_shapes,
             verbose=False,
         )
+        if program is None:  # only the TorchScript exporter (dynamo=False) returns none
+            raise RuntimeError("torch.onnx.export returned no ONNX program")
         if name in (graphs.SCORE_PREFIX, graphs.DECODE):
             _name_total_sequence(program.model)
         program.save(path, external_data=external_data)
@@ -143,7 +150,7 @@ def export_graph(
     return path
 
 
-def _graph_case(name: str, model: nn.Module, label_token_ids: Sequence[int]) -> tuple[nn.Module, tuple, tuple]:
+def _graph_case(name: str, model: PreTrainedModel, label_token_ids: Sequence[int]) -> tuple[nn.Module, tuple, tuple]:
     """The wrapper, example inputs and dynamic shapes of graph `name`.
 
     Example sizes are above 1 (batch 2, 3 new tokens, 5 cached) so torch.export
@@ -186,12 +193,15 @@ def _graph_case(name: str, model: nn.Module, label_token_ids: Sequence[int]) -> 
     raise ValueError(f"unknown graph {name!r}; the graphs are {graphs.GRAPHS}")
 
 
-def _name_total_sequence(model) -> None:
+def _name_total_sequence(model: onnx_ir.Model) -> None:
     """Give the attention mask's inferred width (a symbol like 's53') its meaning, everywhere it appears."""
     mask = next(v for v in model.graph.inputs if v.name == graphs.ATTENTION_MASK)
-    symbol = mask.shape[1]
+    shape = mask.shape
+    if shape is None:  # not seen: the exporter declares every input's shape
+        return
+    symbol = shape[1]
     if not isinstance(symbol, int):
-        mask.shape = type(mask.shape)([mask.shape[0], TOTAL_SEQUENCE])
+        mask.shape = type(shape)([shape[0], TOTAL_SEQUENCE])
         logger.debug("renamed mask width %s to %r", symbol, TOTAL_SEQUENCE)
 
 

@@ -31,15 +31,22 @@ why and what was measured.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 
 class LabelHead(nn.Module):
     """The K label rows of a causal LM's output projection: (B, H) hidden -> (B, K) float32 logits."""
 
-    def __init__(self, model: nn.Module, label_token_ids: Sequence[int]):
+    weight: torch.Tensor  # (H, K), a buffer
+    bias: torch.Tensor | None  # (K,), a buffer
+
+    def __init__(self, model: PreTrainedModel, label_token_ids: Sequence[int]):
         super().__init__()
         ids = [int(i) for i in label_token_ids]
         if len(ids) < 2 or len(set(ids)) != len(ids):
@@ -70,7 +77,7 @@ class LabelHead(nn.Module):
 class LabelScoreModel(nn.Module):
     """Wraps a causal LM so that forward returns the label logits at the last position only."""
 
-    def __init__(self, model: nn.Module, label_token_ids: Sequence[int]):
+    def __init__(self, model: PreTrainedModel, label_token_ids: Sequence[int]):
         super().__init__()
         self.decoder = model.get_decoder()
         self.head = LabelHead(model, label_token_ids)

@@ -4,8 +4,11 @@
 `export/validate_cache.py` with the same errors, tolerances and figures.)
 
 A graph with the wrong inputs or outputs fails before any number is compared,
-each with its own error type; a value check fails with `ParityError` naming
-the figure that broke and its tolerance.
+with the error of `afrl.graphs.check_graph` (the check artifact verification
+runs too: `InputNameError`, `OutputNameError`, `OutputShapeError`,
+`OutputTypeError`, re-exported here); an output whose actual shape or type is
+not the one asked for fails with those too, and a value check with
+`ParityError` naming the figure that broke and its tolerance.
 
 The reference is the Hugging Face model itself run on each prompt alone,
 unpadded, with the full LM head at the last position (`logits_to_keep=1`),
@@ -41,37 +44,29 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+import numpy.typing as npt
 import onnxruntime as ort
 import torch
-from torch import nn
 
 from afrl import graphs
+from afrl.graphs import InputNameError as InputNameError
+from afrl.graphs import OutputNameError as OutputNameError
+from afrl.graphs import OutputShapeError as OutputShapeError
+from afrl.graphs import OutputTypeError as OutputTypeError
 from afrl.labels import LabelSet
 from afrl.padding import left_pad
 from afrl.scoring import grade_results
 from export.onnx_export import OUTPUT_NAMES
 
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
+
 
 class ExportValidationError(RuntimeError):
     """The exported graph does not match the model it came from."""
-
-
-class InputNameError(ExportValidationError):
-    pass
-
-
-class OutputNameError(ExportValidationError):
-    pass
-
-
-class OutputShapeError(ExportValidationError):
-    pass
-
-
-class OutputTypeError(ExportValidationError):
-    pass
 
 
 class ParityError(ExportValidationError):
@@ -108,7 +103,7 @@ TOLERANCES: dict[str, Tolerance] = {
 
 def validate_score_graph(
     onnx_path: str | Path,
-    model: nn.Module,
+    model: PreTrainedModel,
     labels: LabelSet,
     sequences: Sequence[Sequence[int]],
     tolerance: Tolerance = TOLERANCES["fp32"],
@@ -124,7 +119,7 @@ def validate_score_graph(
     if len(sequences) < 2 or len({len(s) for s in sequences}) < 2:
         raise ValueError("validation needs at least 2 prompts of different lengths, so padding is exercised")
     session = open_session(onnx_path, providers)
-    check_signature(session, labels.size)
+    graphs.check_graph(graphs.SCORE, session, labels.size)
 
     input_ids, attention_mask = left_pad(sequences, pad_token_id)  # (N, T), (N, T)
     batch = run_score(session, input_ids, attention_mask)  # (N, K)
@@ -155,38 +150,8 @@ def open_session(path: str | Path, providers: Sequence[str]) -> ort.InferenceSes
     return session
 
 
-def check_signature(
-    session: ort.InferenceSession, num_labels: int, name: str = graphs.SCORE, layers: int | None = None
-) -> int:
-    """Input and output names of graph `name` (afrl/graphs.py), then its declared output shapes; returns its layers."""
-    inputs = [i.name for i in session.get_inputs()]
-    outputs = [o.name for o in session.get_outputs()]
-    if layers is None:
-        layers = max(graphs.layers_of(inputs), graphs.layers_of(outputs))
-    want_in, want_out = graphs.graph_io(name, layers)
-    if inputs != want_in:
-        raise InputNameError(f"{name} graph inputs are {inputs}, expected {want_in}")
-    if outputs != want_out:
-        raise OutputNameError(f"{name} graph outputs are {outputs}, expected {want_out}")
-    for out in session.get_outputs():
-        shape = out.shape
-        if out.name == graphs.LABEL_LOGITS:
-            if len(shape) != 2 or (isinstance(shape[1], int) and shape[1] != num_labels):
-                raise OutputShapeError(f"label_logits declared with shape {shape}, expected [batch, {num_labels}]")
-        elif out.name == graphs.LOGITS:
-            if len(shape) != 2:
-                raise OutputShapeError(f"logits declared with shape {shape}, expected [batch, vocabulary]")
-        elif len(shape) != 4:
-            raise OutputShapeError(
-                f"{out.name} declared with shape {shape}, expected [batch, kv_heads, sequence, head_dim]"
-            )
-        if out.name in (graphs.LABEL_LOGITS, graphs.LOGITS) and out.type != "tensor(float)":
-            raise OutputTypeError(f"{out.name} is declared {out.type}, expected tensor(float)")
-    return layers
-
-
 def check_output(
-    value: np.ndarray, shape: tuple[int, ...], name: str = graphs.LABEL_LOGITS, dtype: type = np.float32
+    value: np.ndarray, shape: tuple[int, ...], name: str = graphs.LABEL_LOGITS, dtype: npt.DTypeLike = np.float32
 ) -> None:
     """The actual shape and type of one output, and that it is finite."""
     if value.shape != tuple(shape):
@@ -233,7 +198,7 @@ def run_score(session: ort.InferenceSession, input_ids: np.ndarray, attention_ma
 
 @torch.no_grad()
 def reference_label_logits(
-    model: nn.Module, label_token_ids: Sequence[int], sequences: Sequence[Sequence[int]]
+    model: PreTrainedModel, label_token_ids: Sequence[int], sequences: Sequence[Sequence[int]]
 ) -> np.ndarray:
     """Each prompt alone through the full HF model; label columns of the last position. -> (N, K)."""
     device = next(model.parameters()).device

@@ -18,9 +18,10 @@ serving encodes them. For each group:
    the logits are compared with torch's greedy continuation from the same
    prompt + grade token.
 
-Names and declared shapes come first (`validate.check_signature`), then the
-actual shapes and types of every output, then values, with the errors and
-tolerances of `export/validate.py`. Figures, all prefixed with the graph:
+Names and declared shapes of every graph come first, read without the weights
+(`afrl.graphs.check_graph`, as in `export/validate.py`), then the actual shapes
+and types of every output, then values, with the errors and tolerances of
+`export/validate.py`. Figures, all prefixed with the graph:
 
     score_prefix.max_abs_diff            label logits vs torch
     score_prefix.vs_score_max_abs_diff   label logits vs the score graph (when given)
@@ -34,11 +35,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import torch
-from torch import nn
 
 from afrl import graphs
 from afrl.labels import LabelSet
@@ -47,24 +49,24 @@ from afrl.scoring import grade_results
 from export.validate import (
     TOLERANCES,
     ExportValidationError,
-    InputNameError,
-    OutputNameError,
     OutputShapeError,
     Tolerance,
     check_figures,
     check_output,
-    check_signature,
     open_session,
     reference_label_logits,
     run_score,
 )
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 Group = tuple[list[int], list[list[int]]]  # prefix ids, documents' ids (document piece + suffix)
 
 
 def validate_cache_graphs(
     paths: Mapping[str, str | Path],
-    model: nn.Module,
+    model: PreTrainedModel,
     labels: LabelSet,
     groups: Sequence[Group],
     tolerance: Tolerance = TOLERANCES["fp32"],
@@ -86,15 +88,9 @@ def validate_cache_graphs(
     if not groups or not any(len({len(d) for d in docs}) > 1 for _, docs in groups):
         raise ValueError("validation needs a query with documents of different lengths, so padding is exercised")
     layers = int(model.config.num_hidden_layers)
-    for name in graphs.GRAPHS:  # names of every graph before any value, read without the weights
+    for name in graphs.GRAPHS:  # names and declared shapes of every graph before any value
         if name in paths:
-            check_names(paths[name], name, layers)
-
-    def _session(name: str) -> ort.InferenceSession:
-        # One session at a time: each loads all the weights (GBs at 0.6B).
-        session = open_session(paths[name], providers)
-        check_signature(session, labels.size, name, layers)
-        return session
+            graphs.check_graph(name, onnx.load(str(paths[name]), load_external_data=False), labels.size, layers=layers)
 
     figures: dict[str, float] = {}
     if graphs.SCORE_PREFIX not in paths:
@@ -102,11 +98,12 @@ def validate_cache_graphs(
 
     full = [prefix + doc for prefix, docs in groups for doc in docs]
     expected = reference_label_logits(model, labels.token_ids, full) if reference is None else reference  # (N, K)
+    # One session at a time: each loads all the weights (GBs at 0.6B).
     if graphs.SCORE in paths:
-        scored = run_score(_session(graphs.SCORE), *left_pad(full, pad_token_id))  # (N, K)
-    session = _session(graphs.PREFIX)
+        scored = run_score(open_session(paths[graphs.SCORE], providers), *left_pad(full, pad_token_id))  # (N, K)
+    session = open_session(paths[graphs.PREFIX], providers)
     caches = [run_prefix(session, prefix, layers) for prefix, _ in groups]
-    session = _session(graphs.SCORE_PREFIX)
+    session = open_session(paths[graphs.SCORE_PREFIX], providers)
     ours, own = [], []
     for (_, docs), cache in zip(groups, caches, strict=True):
         logits, present = run_score_prefix(session, cache, docs, pad_token_id, labels.size)
@@ -140,7 +137,7 @@ def validate_cache_graphs(
         present = [p[: len(docs)] for p in own[g]]
         figures.update(
             compare_decode(
-                _session(graphs.DECODE),
+                open_session(paths[graphs.DECODE], providers),
                 model,
                 caches[g],
                 present,
@@ -153,18 +150,6 @@ def validate_cache_graphs(
         )
         check_figures(figures, tolerance)
     return figures
-
-
-def check_names(path: str | Path, name: str, layers: int) -> None:
-    """Inputs and outputs of the graph file against the contract, without loading its weights."""
-    import onnx
-
-    graph = onnx.load(str(path), load_external_data=False).graph
-    want_in, want_out = graphs.graph_io(name, layers)
-    if [v.name for v in graph.input] != want_in:
-        raise InputNameError(f"{name} graph inputs are {[v.name for v in graph.input]}, expected {want_in}")
-    if [v.name for v in graph.output] != want_out:
-        raise OutputNameError(f"{name} graph outputs are {[v.name for v in graph.output]}, expected {want_out}")
 
 
 def run_prefix(session: ort.InferenceSession, prefix: Sequence[int], layers: int) -> list[np.ndarray]:
@@ -208,7 +193,7 @@ def run_score_prefix(
 
 def compare_decode(
     session: ort.InferenceSession,
-    model: nn.Module,
+    model: PreTrainedModel,
     prefix_cache: list[np.ndarray],
     own: list[np.ndarray],
     prefix: list[int],
@@ -253,7 +238,9 @@ def compare_decode(
 
 
 @torch.no_grad()
-def reference_greedy(model: nn.Module, sequences: Sequence[Sequence[int]], steps: int) -> tuple[np.ndarray, np.ndarray]:
+def reference_greedy(
+    model: PreTrainedModel, sequences: Sequence[Sequence[int]], steps: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Each sequence alone through the HF model with its own cache, greedy: (N, steps) tokens, (N, steps, V) logits."""
     device = next(model.parameters()).device
     all_tokens, all_logits = [], []

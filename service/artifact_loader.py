@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from afrl.manifest import ArtifactError, Manifest, load_manifest
+from afrl.manifest import TOKENIZER_FILE as TOKENIZER_FILE  # re-exported: the benchmarks read the artifact's tokenizer
+from afrl.manifest import ArtifactError, Manifest, load_manifest, load_tokenizer
 from afrl.paths import default_model_dir
 from afrl.prompt import PromptEncoder
 from service.backend import Backend, OnnxBackend
@@ -21,7 +22,6 @@ from service.settings import ServiceSettings
 
 logger = logging.getLogger(__name__)
 
-TOKENIZER_FILE = "tokenizer.json"
 PAD_TOKEN = "<|endoftext|>"
 
 # (artifact folder, its manifest, settings) -> backend; tests inject fakes here.
@@ -56,18 +56,6 @@ def resolve_model_dir(settings: ServiceSettings) -> Path:
     return Path(settings.model).expanduser() if settings.model is not None else default_model_dir()
 
 
-def load_tokenizer(folder: Path):
-    from tokenizers import Tokenizer
-
-    path = folder / TOKENIZER_FILE
-    if not path.is_file():
-        raise ArtifactError(f"{folder}: no {TOKENIZER_FILE}; the artifact must carry its tokenizer")
-    try:
-        return Tokenizer.from_file(str(path))
-    except Exception as e:  # tokenizers raises a bare Exception on bad files
-        raise ArtifactError(f"{path}: unreadable tokenizer: {e}") from e
-
-
 def load_artifact(settings: ServiceSettings, backend_factory: BackendFactory | None = None) -> LoadedModel:
     """Manifest (hashes verified), tokenizer, prompt encoder and backend of `settings.model`."""
     folder = resolve_model_dir(settings)
@@ -75,16 +63,7 @@ def load_artifact(settings: ServiceSettings, backend_factory: BackendFactory | N
         hint = "" if settings.model is not None else " (no --model given and the default model is not built)"
         raise ArtifactError(f"{folder}: model artifact folder does not exist{hint}")
     manifest = load_manifest(folder)
-    tokenizer = load_tokenizer(folder)
-    for value, token, token_id in zip(
-        manifest.labels.values, manifest.labels.tokens, manifest.labels.token_ids, strict=True
-    ):
-        ids = tokenizer.encode(token, add_special_tokens=False).ids
-        if ids != [token_id]:
-            raise ArtifactError(
-                f"{folder}: label {value} token {token!r} encodes to {ids} with the artifact's tokenizer, "
-                f"the manifest says [{token_id}]"
-            )
+    tokenizer = load_tokenizer(folder, manifest.labels)  # label tokens checked, as export/verify.py checks them
     pad_id = tokenizer.token_to_id(PAD_TOKEN)
     eos_ids = tokenizer.encode(manifest.prompt.completion_end, add_special_tokens=False).ids
     backend = (backend_factory or onnx_backend_factory)(folder, manifest, settings)

@@ -27,7 +27,7 @@ the cost of GRPO with a 150k-token vocabulary is the LM head, in rollouts (one
 position), plus HF `generate` re-running the 200-token guideline for every
 row. This loop shares the guideline's KV cache across rows and samples from,
 and differentiates, the softmax over the ~500 tokens AFRL completions use.
-Measured with `scripts/gpu_train_smoke.py --tiny` on this box (64-wide, 2
+Measured with `afrl bench gpu-train-smoke --tiny` on this box (64-wide, 2
 layers): TRL 52 s per step (8 completions x 32 tokens), this loop 8.8 s (16 x
 48). That difference is what lets the miniature comparison (three arms x tens
 of steps) fit in minutes. GRPOTrainer does fit the method at scale, and

@@ -4,7 +4,7 @@
     afrl export CHECKPOINT --out DIR [--dtype fp32|fp16|int8] [--guideline-file FILE]
     afrl train {data,sft,rl,distill,pipeline} ...
     afrl eval MODEL --data SPLIT|DIR|FILE [--out DIR] [--explain N]
-    afrl bench {latency,load,compare} ...
+    afrl bench NAME ...                 (afrl bench --help lists the benchmarks)
 
 One module per command group (`serve_export`, `train`, `evaluate`, `bench`), each with a
 `register(subparsers)`; heavy imports happen inside each command so `afrl serve` never loads torch.

@@ -1,94 +1,63 @@
-"""`afrl bench {latency,load,compare}`."""
+"""`afrl bench NAME`: every benchmark of the `bench` package, one subcommand each.
+
+A benchmark module brings its own arguments (`add_arguments(parser)`) and
+its run (`run(args) -> int`); its docstring is the subcommand's --help
+text. Building the parser imports every module listed here, so they import
+only the standard library (and each other) at the top: no numpy, torch,
+httpx or service code until a benchmark runs (tests/bench/test_cli.py).
+"""
 
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
+import importlib
 from typing import Any
 
-from afrl.cli.output import progress as _progress
-
-
-def cmd_bench_latency(args: argparse.Namespace) -> int:
-    from loadtest.bench_latency import main as bench_main
-
-    return bench_main(model=args.model, documents=args.documents, requests=args.requests, warmup=args.warmup)
-
-
-def cmd_bench_load(args: argparse.Namespace) -> int:
-    from loadtest.load_report import LoadRow, format_table
-    from loadtest.load_runner import run_load
-
-    report = run_load(args.model, args.users, args.spawn_rate, args.duration, Path(args.out), progress=_progress)
-    print(format_table([LoadRow(**row) for row in report["rows"]]))
-    return 0
-
-
-def cmd_bench_compare(args: argparse.Namespace) -> int:
-    from loadtest.compare.report import format_table
-    from loadtest.compare.runner import CompareConfig, run_compare
-
-    config = CompareConfig(
-        model=args.model,
-        documents=args.documents,
-        guideline_tokens=args.guideline_tokens,
-        repeats=args.repeats,
-        warmup=args.warmup,
-        threads=args.threads,
-        reason_tokens=args.reason_tokens,
-    )
-    report = run_compare(config, Path(args.out), progress=_progress)
-    request = report["request"]
-    print(
-        f"{report['model']['name']}: 1 query x {request['documents']} documents, guideline "
-        f"{request['guideline_tokens']} tokens, prefix {request['prefix_tokens']}, documents "
-        f"{request['document_tokens_mean']} tokens on average; torch {args.threads} threads, onnxruntime "
-        f"{args.threads} intra-op threads; median of {args.repeats}"
-    )
-    print(format_table(report["table"]))
-    return 1 if any("error" in row for row in report["table"]) else 0
+# name -> (module, one line for `afrl bench --help`)
+BENCHMARKS = {
+    "latency": ("bench.latency", "p50/p95/p99 of POST /v1/score at concurrency 1 against a live server"),
+    "load": (
+        "bench.load_runner",
+        "locust load test (mixed sizes, some streamed with reasoning) against a live server -> load.csv, load.png",
+    ),
+    "compare": (
+        "bench.compare",
+        "naive transformers, generate, optimum, reason-first and our engine "
+        "(shared prefix or not, fp32 and int8) on the same weights and inputs",
+    ),
+    "overhead": ("bench.service_overhead", "p50 of POST /v1/score against the raw engine call and engine.score"),
+    "stream": ("bench.service_stream", "time to the first score event of a stream against the non-stream answer"),
+    "overload": ("bench.service_overload", "latency of accepted requests and speed of 429s at a multiple of capacity"),
+    "soak": (
+        "bench.service_soak",
+        "a long open-loop run at a fraction of capacity, then overload -> soak.json, soak.png",
+    ),
+    "export-0p6b": ("bench.export_qwen3_0p6b", "export the Qwen3-0.6B architecture in fp32, fp16, int8: time, size"),
+    "export-prefix-speedup": (
+        "bench.export_prefix_speedup",
+        "shared-prefix scoring against full prompts, one artifact",
+    ),
+    "export-int8-trained": (
+        "bench.export_int8_trained",
+        "INT8 export of a trained checkpoint, parity on the dev split",
+    ),
+    "export-decode-choice": (
+        "bench.export_decode_choice",
+        "decode graph by our wrapper, optimum-onnx and onnxruntime-genai: export time, size, step time",
+    ),
+    "gpu": ("bench.gpu_bench", "GPU host: torch eager FP16 against onnxruntime CUDA FP16, Qwen3-0.6B architecture"),
+    "gpu-export-check": ("bench.gpu_export_check", "GPU host: FP16 graphs on CUDA, parity with torch and latency"),
+    "gpu-train-smoke": ("bench.gpu_train_smoke", "GPU host: a few SFT, RL and TRL GRPO steps at Qwen3-0.6B size"),
+}
 
 
 def register(sub: Any) -> None:
-    b = sub.add_parser("bench", help="benchmarks")
-    bsub = b.add_subparsers(dest="bench", required=True)
-    bl = bsub.add_parser("latency", help="p50/p95/p99 of POST /v1/score at concurrency 1 against a live server")
-    bl.add_argument("--model", help="artifact folder (default: the embedded default model)")
-    bl.add_argument("--documents", type=int, default=10)
-    bl.add_argument("--requests", type=int, default=200)
-    bl.add_argument("--warmup", type=int, default=20)
-    bl.set_defaults(func=cmd_bench_latency)
-    bo = bsub.add_parser(
-        "load",
-        help="locust load test (mixed sizes, some streamed with reasoning) against a live server -> load.csv, load.png",
-    )
-    bo.add_argument("--model", help="artifact folder (default: the embedded default model)")
-    bo.add_argument("--users", type=int, default=8, help="concurrent closed-loop users")
-    bo.add_argument("--spawn-rate", type=float, default=8.0, help="users started per second")
-    bo.add_argument("--duration", default="60s", help="how long locust runs (60s, 5m, ...)")
-    bo.add_argument("--out", default="runs/bench-load", help="folder for the CSVs, plot and logs")
-    bo.set_defaults(func=cmd_bench_load)
-    bc = bsub.add_parser(
-        "compare",
-        help="naive transformers, generate, optimum, reason-first and our engine "
-        "(shared prefix or not, fp32 and int8) on the same weights and inputs",
-    )
-    bc.add_argument(
-        "--model",
-        default="default",
-        help="default (the embedded default model), 0.6b (the Qwen3-0.6B architecture, random weights), "
-        "or a checkpoint or artifact folder",
-    )
-    bc.add_argument("--documents", type=int, default=16, help="documents of the one query")
-    bc.add_argument("--guideline-tokens", type=int, default=150, help="cut the guideline to about this many tokens")
-    bc.add_argument("--repeats", type=int, default=5, help="timed requests per path (median reported)")
-    bc.add_argument("--warmup", type=int, default=1, help="untimed requests per path first")
-    bc.add_argument("--threads", type=int, default=2, help="torch threads and onnxruntime intra-op threads, every path")
-    bc.add_argument(
-        "--reason-tokens",
-        type=int,
-        default=64,
-        help="explanation tokens decoded before the grade on the reason-first path",
-    )
-    bc.add_argument("--out", default="runs/bench-compare", help="results, plot, and the cached exports")
-    bc.set_defaults(func=cmd_bench_compare)
+    b = sub.add_parser("bench", help="benchmarks (the bench package; kept results in bench/results/)")
+    bsub = b.add_subparsers(dest="bench", required=True, metavar="NAME")
+    for name, (module_name, summary) in BENCHMARKS.items():
+        module = importlib.import_module(module_name)
+        p = bsub.add_parser(
+            name, help=summary, description=module.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        )
+        module.add_arguments(p)
+        p.set_defaults(func=module.run)

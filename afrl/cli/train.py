@@ -10,13 +10,13 @@ from afrl.cli.output import progress as _progress
 
 
 def cmd_train_data(args: argparse.Namespace) -> int:
-    from training.world import build_world, save_jsonl
+    from training.world import build_world, save_world
 
     world = build_world(seed=args.seed, n_queries=args.queries, docs_per_query=args.docs_per_query)
-    out = Path(args.out)
+    written = save_world(world, Path(args.out))
     for split in ("train", "dev", "test"):
-        save_jsonl(getattr(world, split), out / f"{split}.jsonl")
-        _progress(f"{split}: {len(getattr(world, split))} examples -> {out / f'{split}.jsonl'}")
+        _progress(f"{split}: {len(world.split(split))} examples -> {written[split]}")
+    _progress(f"guideline -> {written['guideline']}, label set -> {written['labels']}")
     return 0
 
 
@@ -119,8 +119,11 @@ def _stage_summary(report: dict) -> dict:
 def register(sub: Any) -> None:
     t = sub.add_parser("train", help="data generation and training stages")
     tsub = t.add_subparsers(dest="stage", required=True)
-    d = tsub.add_parser("data", help="generate the relevance world as JSONL splits")
-    d.add_argument("--out", required=True)
+    d = tsub.add_parser(
+        "data",
+        help="generate the relevance world as a dataset folder (train/dev/test.jsonl, guideline.md, labels.json)",
+    )
+    d.add_argument("--out", required=True, help="dataset folder to write (what --data of every command reads)")
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--queries", type=int, default=2000)
     d.add_argument("--docs-per-query", type=int, default=10)

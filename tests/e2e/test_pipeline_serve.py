@@ -10,8 +10,8 @@ import sys
 import httpx
 
 from afrl.manifest import load_manifest
-from loadtest.bench_latency import DOCUMENTS
-from loadtest.server_process import running_server
+from bench.server_process import running_server
+from bench.service_common import DOCUMENTS
 
 DOCS = DOCUMENTS
 

@@ -93,7 +93,7 @@ def test_fp16_keeps_norm_statistics_in_float32(fp32_artifact, tmp_path):
 
     (The CPU provider computes float16 ops without a float16 kernel in float32 anyway, so a plain
     conversion would pass the numeric check here; the structural check is what holds on a GPU,
-    and scripts/gpu_export_check.py repeats the numeric one on CUDA.)
+    and bench/gpu_export_check.py repeats the numeric one on CUDA.)
     """
     model = onnx.load(fp32_artifact / "score.onnx")
     table = next(t for t in model.graph.initializer if t.dims[0] == 151936)

@@ -1,6 +1,6 @@
 """The TRL subclass: per-step, per-token advantages replace TRL's per-sequence ones; the expert term is added.
 
-TRL's own generation and loss run in the GPU smoke script (scripts/gpu_train_smoke.py); here the
+TRL's own generation and loss run in the GPU smoke script (bench/gpu_train_smoke.py); here the
 subclass's two overrides run against a stubbed parent, so the test takes seconds on a CPU.
 """
 

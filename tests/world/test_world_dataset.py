@@ -6,12 +6,17 @@ import time
 
 import pytest
 
+from afrl.dataset import Example as DatasetExample
+from afrl.dataset import load_dataset
 from training.world import (
+    Example,
     build_world,
     grade_distribution,
+    guideline_text,
     load_jsonl,
     majority_baseline_accuracy,
     save_jsonl,
+    save_world,
 )
 
 
@@ -77,6 +82,20 @@ def test_jsonl_round_trip(world, tmp_path):
     path = tmp_path / "sub" / "dev.jsonl"
     save_jsonl(world.dev, path)
     assert load_jsonl(path) == world.dev
+
+
+def test_save_world_writes_a_dataset_folder_that_load_dataset_reads_back(world, tmp_path):
+    written = save_world(world, tmp_path)
+    assert set(written) == {"train", "dev", "test", "guideline", "labels"}
+    ds = load_dataset(tmp_path)
+    assert (ds.train, ds.dev, ds.test) == (world.train, world.dev, world.test)
+    assert ds.guideline == guideline_text() and not ds.report.split_off
+    assert ds.report.rows_without_explanation == ds.report.rows_without_rule_ids == 0
+    assert ds.report.long_tail_rows == sum(e.long_tail for e in world.train + world.dev + world.test)
+
+
+def test_world_examples_are_the_dataset_rows():
+    assert Example is DatasetExample  # one row type for the world, training and eval
 
 
 def test_documents_are_short(all_examples):

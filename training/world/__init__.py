@@ -6,10 +6,12 @@ Pure standard library and deterministic from a seed:
     world = build_world(seed=0)              # WorldSplits(train, dev, test), split by query
     world.long_tail("test")                  # examples a long-tail rule decided
     guideline_text()                         # the rulebook as the system prompt's guideline
+    save_world(world, "data/")               # a dataset folder afrl.dataset.load_dataset reads
 
 Modules: `vocabulary` (static tables), `units`, `catalog` (products and their
 text), `queries`, `rules` (the rulebook), `judge` (applies it), `candidates`
-(documents per query), `explanation` (render and parse), `dataset`.
+(documents per query), `explanation` (render and parse), `dataset`. The row type
+`Example` is `afrl.dataset.Example`, re-exported here.
 """
 
 from training.world.catalog import Product, accessory_for, build_product, sample_product
@@ -23,6 +25,7 @@ from training.world.dataset import (
     make_example,
     rule_firing_rates,
     save_jsonl,
+    save_world,
 )
 from training.world.explanation import Citation, ParsedExplanation, parse_explanation, render_explanation
 from training.world.judge import Judgement, RuleOutcome, judge
@@ -60,5 +63,6 @@ __all__ = [
     "rule_firing_rates",
     "sample_product",
     "save_jsonl",
+    "save_world",
     "write",
 ]

@@ -7,60 +7,45 @@ documents land in one split), and query texts are unique, so no query is
 shared across splits.
 
     world = build_world(seed=0)
-    save_jsonl(world.train, "train.jsonl")
+    save_world(world, "data/")      # train/dev/test.jsonl, guideline.md, labels.json (DESIGN section 10)
+
+The row type `Example` and the JSONL reader and writer are `afrl.dataset`'s,
+the same every training and eval command reads any dataset with;
+`save_jsonl` / `load_jsonl` are thin wrappers kept for existing callers.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
+from afrl.dataset import SPLITS, DatasetLabels, Example, Splits, read_jsonl, write_dataset, write_jsonl
 from training.metrics import majority_baseline_accuracy as _majority_baseline_accuracy
 from training.world.candidates import candidate_documents
 from training.world.catalog import Product, sample_product
 from training.world.explanation import render_explanation
 from training.world.judge import judge
 from training.world.queries import Query, QueryMix, compose_query
+from training.world.rules import GRADE_MEANINGS, guideline_text
 from training.world.vocabulary import PRODUCT_TYPES
 
 log = logging.getLogger(__name__)
 
-SPLITS = ("train", "dev", "test")
 _TYPE_KEYS = tuple(PRODUCT_TYPES)
 _TYPE_WEIGHTS = tuple(0.5 if PRODUCT_TYPES[k].is_accessory else 1.0 for k in _TYPE_KEYS)
 
 
 @dataclass(frozen=True)
-class Example:
-    query_id: str
-    query: str
-    document: str
-    grade: int
-    rule_ids: tuple[str, ...]  # every rule that fired
-    decisive_rule_ids: tuple[str, ...]
-    explanation: str
-    long_tail: bool  # a long-tail rule decided the grade
+class WorldSplits(Splits):
+    """The world's examples split by query; `split(name)`, `long_tail(split)`, `all_rows()` as for any dataset."""
 
-
-@dataclass(frozen=True)
-class WorldSplits:
     train: list[Example]
     dev: list[Example]
     test: list[Example]
-
-    def split(self, name: str) -> list[Example]:
-        if name not in SPLITS:
-            raise ValueError(f"unknown split {name!r}; choose from {SPLITS}")
-        return getattr(self, name)
-
-    def long_tail(self, split: str) -> list[Example]:
-        """The examples of `split` that a long-tail rule decided."""
-        return [e for e in self.split(split) if e.long_tail]
 
 
 def make_example(query_id: str, query: Query, product: Product) -> Example:
@@ -121,24 +106,19 @@ def _new_query(rng: random.Random, mix: QueryMix, seen: set[str]) -> tuple[Query
     raise RuntimeError("could not compose a new query text; the vocabulary is too small for n_queries")
 
 
+def save_world(world: WorldSplits, out_dir: str | Path) -> dict[str, Path]:
+    """The world as a dataset folder (DESIGN section 10), written by the writer every dataset goes through."""
+    labels = DatasetLabels(values=sorted(GRADE_MEANINGS), meanings=GRADE_MEANINGS)
+    splits = {name: world.split(name) for name in SPLITS}
+    return write_dataset(out_dir, splits, guideline_text(), labels)
+
+
 def save_jsonl(examples: Iterable[Example], path: str | Path) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", encoding="utf-8") as f:
-        for ex in examples:
-            f.write(json.dumps(asdict(ex), ensure_ascii=False) + "\n")
+    write_jsonl(list(examples), path)
 
 
 def load_jsonl(path: str | Path) -> list[Example]:
-    out = []
-    with Path(path).open(encoding="utf-8") as f:
-        for line in f:
-            if line.strip():
-                row = json.loads(line)
-                row["rule_ids"] = tuple(row["rule_ids"])
-                row["decisive_rule_ids"] = tuple(row["decisive_rule_ids"])
-                out.append(Example(**row))
-    return out
+    return read_jsonl(path)
 
 
 def grade_distribution(examples: Sequence[Example]) -> dict[int, float]:
