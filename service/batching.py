@@ -3,7 +3,8 @@
 Pure functions, so the padding and token-budget rules are tested on their
 own. Rows are sorted by length before packing (less padding); lengths are
 rounded up to a shape bucket so the backend sees few distinct shapes, each
-warmed once at startup.
+warmed once at startup. Requests on a shared prefix share a pass when their
+rows fit (`can_join`) and their prefixes fit one shared past (`can_share_past`).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 SEQUENCE_BUCKET = 64  # padded lengths are multiples of this: <= 63 pad tokens per row, few shapes
+MAX_PAST_GROWTH = 2  # a shared past may be this many times as long as the longest prefix in the pass
 
 
 def bucket_length(length: int, bucket: int = SEQUENCE_BUCKET) -> int:
@@ -63,3 +65,15 @@ def can_join(
     if abs(length - batch_length) > bucket:
         return False
     return (batch_rows + rows) * max(length, batch_length) <= max_batch_tokens
+
+
+def can_share_past(base: int, own: Sequence[int], prefixes: Sequence[int], growth: int = MAX_PAST_GROWTH) -> bool:
+    """Whether requests may share one past: `prefixes` their prefix lengths, `own` the part of each that
+    is its own, the rest a guideline of `base` tokens they share (0: none).
+
+    The shared past is [guideline][own part A][own part B]..., base + sum(own) positions, and every
+    row attends over all of them (other requests' masked), so merging costs attention over the
+    others' parts: bounded to `growth` times the longest prefix. With the guideline cache the own
+    parts are queries, a few tokens each, and many requests fit; with whole prefixes, about `growth`.
+    """
+    return base + sum(own) <= growth * max(prefixes)

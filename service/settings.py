@@ -52,6 +52,25 @@ class ServiceSettings(BaseSettings):
         ge=1,
         description="padded tokens (rows x length) in one forward pass; a longer single row runs alone",
     )
+    cross_request_batching: bool = Field(
+        default=True,
+        description="let different requests share forward passes on the shared prefix (their document rows "
+        "over one past of the guideline and each request's query) and in explanation decoding (every "
+        "active explanation steps in one decode pass); false: each request's shared-prefix and decode "
+        "work runs in passes of its own (full prompts on the score graph always batch across requests)",
+    )
+    guideline_cache: bool = Field(
+        default=True,
+        description="compute the KV cache of the tokens every prompt starts with (the system turn with the "
+        "guideline) once per model load, so each request computes only its query on top of it; false: "
+        "every request computes its whole prefix",
+    )
+    result_cache_size: int = Field(
+        default=0,
+        ge=0,
+        description="(query, document) label logits kept in an LRU cache, so repeated pairs skip the model "
+        "(requests that ask for explanations are scored, and feed the cache); 0: no result cache",
+    )
     max_wait_ms: float = Field(
         default=2.0,
         ge=0,
