@@ -3,6 +3,7 @@ decoding, and the result cache, over the tiny ONNX graphs of the afrl/graphs.py 
 
 `ExtendingBackend` is the gated onnxruntime backend with the `extend_cache` capability the production
 backend has (the plain GatedBackend lacks it, so the other tests run the path without the guideline cache).
+tests/service/test_service_engine_tiny_qwen3.py checks the same on a real (tiny, random) Qwen3.
 """
 
 from __future__ import annotations
@@ -15,7 +16,16 @@ from contextlib import ExitStack
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
-from service_testkit import CHAIN_TEXT, DOCS, GatedBackend, metric_value, parse_sse, reference_onnx_logits, wait_ready
+from service_testkit import (
+    CHAIN_TEXT,
+    DOCS,
+    ExtendingBackend,
+    GatedBackend,
+    metric_value,
+    parse_sse,
+    reference_onnx_logits,
+    wait_ready,
+)
 
 from afrl.scoring import grade_results
 from service.app import create_app
@@ -27,12 +37,6 @@ QUERY = "insulated water bottle 500ml"
 QUERIES = [f"{w} bottle {i}" for i, w in enumerate(["steel", "glass", "kids", "sport"] * 4)]  # 16 queries
 EXPLANATION = CHAIN_TEXT.removesuffix("<|im_end|>").strip()
 VARIED = [f"{DOCS[i % 10]} " + "more detail " * (i * 3) for i in range(16)]
-
-
-class ExtendingBackend(GatedBackend):
-    def extend_cache(self, past, input_ids, attention_mask):
-        self._enter("extend", (input_ids.shape, past.length))
-        return self.inner.extend_cache(past, input_ids, attention_mask)
 
 
 @pytest.fixture
