@@ -47,9 +47,9 @@ from service.inference_thread import BackendStuck, InferenceThread, InferenceTim
 from service.metrics import ServiceMetrics
 from service.passes import PassRunner
 from service.reasoning import DecodeBatch, DecodeStep, ExplanationStream
-from service.work import DecodeJob, RequestWork, ScoredRows, ScoreJob
+from service.work import DecodeJob, RequestWork, ScoreJob
 
-__all__ = ["QueueFull", "RequestWork", "Scheduler", "ScoredRows", "ShuttingDown"]
+__all__ = ["RequestWork", "Scheduler", "ShuttingDown"]  # RequestWork: defined in service.work, queued here
 
 logger = logging.getLogger(__name__)
 
@@ -398,7 +398,7 @@ class Scheduler:
                     continue
                 if not can_join(rows, length, len(head.rows), head.length, self.max_batch_tokens):
                     continue
-                if not job.plain and not self._can_share_past([*works, other]):
+                if not job.plain and not self._can_share_past(job, head, [*works, other]):
                     continue
                 batch.append(other.jobs.popleft())
                 works.append(other)
@@ -411,7 +411,12 @@ class Scheduler:
         self._add_tokens(-sum(j.tokens for j in batch))
         return batch
 
-    def _can_share_past(self, works: list[RequestWork]) -> bool:
+    def _can_share_past(self, job: ScoreJob, head: ScoreJob, works: list[RequestWork]) -> bool:
+        """Shared-prefix rows join a pass of their own padded length only: a pass costs its padded tokens
+        (and every row attends over the whole shared past), so padding another request's rows up a
+        bucket would cost more than the pass it saves."""
+        if head.length != job.length:
+            return False
         base = self.guideline_length if any(w.base_length for w in works) else 0
         return can_share_past(base, [w.own_length for w in works], [len(w.prefix_ids or ()) for w in works])
 
