@@ -31,11 +31,12 @@ def test_left_pad_puts_real_tokens_at_the_right_end():
     assert ids.dtype == mask.dtype == np.int64
 
 
-def test_a_shared_past_may_grow_to_twice_the_longest_prefix():
+def test_a_shared_past_may_hold_half_a_bucket_beyond_the_longest_prefix():
     from service.batching import can_share_past
 
-    assert can_share_past(200, [8, 9, 7], [208, 209, 207])  # queries on a cached guideline: 224 <= 418
-    assert can_share_past(0, [60, 58], [60, 58]) and not can_share_past(0, [60, 58, 61], [60, 58, 61])
+    assert can_share_past(200, [8, 9, 7, 6, 9], [208, 209, 207, 206, 209])  # queries on a cached guideline
+    assert not can_share_past(200, [8, 9, 7, 6, 9, 8, 7], [208, 209, 207, 206, 209, 208, 207])  # 45 beyond
+    assert can_share_past(0, [60], [60]) and not can_share_past(0, [60, 58], [60, 58])  # whole prefixes
 
 
 def kv(values: list[list[float]], mask: list[list[int]]):

@@ -148,6 +148,8 @@ def test_guideline_cache_off_computes_every_prefix(make_prefix_client):
 def test_concurrent_requests_with_different_queries_share_passes_and_equal_each_alone(
     make_prefix_client, encoder, extend
 ):
+    """On the guideline cache, requests share score passes (and query extensions); without it their
+    whole prefixes are too long to share a past, so each request keeps its passes."""
     client, backend = make_prefix_client(extend=extend)
     bodies = [
         {"query": q, "documents": [VARIED[(i + j) % 16] for j in range(2 + i % 5)]} for i, q in enumerate(QUERIES)
@@ -156,12 +158,13 @@ def test_concurrent_requests_with_different_queries_share_passes_and_equal_each_
     together = post_all_at_once(client, backend, bodies)
     scores = calls_of(backend, "score_prefix")
     biggest = max(len(b["documents"]) for b in bodies)
-    assert max(shape[0] for shape, _, _ in scores) > biggest, "requests shared score passes"
+    prefixes = {len(encoder().encode_prefix(b["query"])) for b in bodies}
     if extend:
+        assert max(shape[0] for shape, _, _ in scores) > biggest, "requests shared score passes"
+        assert max(past for _, past, _ in scores) <= max(prefixes) + 32  # at most half a bucket beyond
         assert max(shape[0] for shape, _ in calls_of(backend, "extend")) > 1, "queries were extended together"
-    else:  # whole prefixes: the shared past stays within twice the longest prefix
-        longest = max(len(encoder().encode_prefix(q)) for q in QUERIES)
-        assert max(past for _, past, _ in scores) <= 2 * longest
+    else:
+        assert all(shape[0] <= biggest and past in prefixes for shape, past, _ in scores)
     for body, got in zip(bodies, together, strict=True):
         alone = client.post("/v1/score", json=body).json()
         np.testing.assert_allclose(probs(got), probs(alone), atol=1e-5)
