@@ -4,8 +4,11 @@ In one process, on one artifact, engines with different settings run side
 by side, their rounds alternating so a busy machine slows them alike:
 
     scoring    rounds of `--concurrent` requests of `--documents` documents (distinct world queries)
-               at once, through ScoringEngine.score, with AFRL_CROSS_REQUEST_BATCHING on and off:
-               pairs/s, mean rows per score pass (afrl_batch_size), passes, prefix tokens saved
+               at once, through ScoringEngine.score: both AFRL_GUIDELINE_CACHE and
+               AFRL_CROSS_REQUEST_BATCHING off (main's way), the guideline cache alone, both on:
+               pairs/s (and its median ratio to the first engine's over paired rounds), mean rows
+               per score pass (afrl_batch_size), passes, share of the wall time inside the model,
+               prefix tokens saved
     streams    `--users` closed-loop users for `--seconds` per engine turn: half send explained
                requests (top_k 1; 1 and 10 documents in turn), half plain ones (1, 10, 50 documents):
                median and p90 time to the end of the explanation ("done") per size, "before" (both
@@ -179,10 +182,13 @@ async def measure(args: argparse.Namespace, model: Path) -> None:
     kw = dict(threads=args.threads, max_new_tokens=args.max_new_tokens)
     for budget in args.max_batch_tokens if "scoring" in args.parts else []:
         engines = {
-            f"cross-request off, {budget}": await make_engine(
+            f"both off, {budget}": await make_engine(
+                model, **kw, cross_request_batching=False, guideline_cache=False, max_batch_tokens=budget
+            ),
+            f"guideline cache, {budget}": await make_engine(
                 model, **kw, cross_request_batching=False, max_batch_tokens=budget
             ),
-            f"cross-request on, {budget}": await make_engine(
+            f"+ cross-request, {budget}": await make_engine(
                 model, **kw, cross_request_batching=True, max_batch_tokens=budget
             ),
         }
