@@ -298,7 +298,8 @@ def load_checkpoint(checkpoint: str, guideline: str | None = None) -> LoadedChec
     if not guideline:
         raise CheckpointError(
             f"{checkpoint}: no guideline: the checkpoint has no {AFRL_CONFIG} with one "
-            "(training writes it); pass guideline= with the text the model was trained with"
+            "(training writes it); pass the text the model was trained with: --guideline-file FILE "
+            "(guideline= from Python)"
         )
     # fix_mistral_regex=False: serving tokenizes with tokenizer.json as is, so must we (this also
     # silences transformers 4.57.6's false warning on folders it saved itself).
