@@ -132,7 +132,7 @@ def evaluate(
         checkpoint = source if (source / "afrl.json").is_file() else None
     if report is None or explain:
         from training.context import load_checkpoint
-        from training.model_eval import evaluate_model
+        from training.evaluate.torch_model import evaluate_model
 
         if checkpoint is None:
             assert report is not None

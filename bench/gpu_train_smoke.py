@@ -196,8 +196,6 @@ def run(args: argparse.Namespace) -> int:
             bf16=cuda,
             use_cpu=not cuda,
             gradient_checkpointing=cuda,
-            lam=0.5,
-            expert_batch_size=4,
             seed=0,
             disable_tqdm=True,
         )
@@ -206,6 +204,7 @@ def run(args: argparse.Namespace) -> int:
             args=config,
             train_dataset=trl_dataset(world.train[:32], ctx.encoder.template),
             processing_class=ctx.hf_tokenizer,
+            rl=RLConfig(lam=0.5, expert_batch_size=4),
             expert=expert_pairs(world.train[:64], ctx.encoder.template, ctx.labels),
         )
         t = time.perf_counter()

@@ -43,7 +43,6 @@ the time); each further graph adds one export of ~5 s (tiny) plus validation.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import shutil
 import tempfile
@@ -57,6 +56,7 @@ from afrl.labels import DEFAULT_GRADES, LabelSet
 from afrl.manifest import MANIFEST_NAME, GraphSpec, Manifest, SourceCheckpoint, digest_file, write_manifest
 from afrl.progress import say
 from afrl.prompt import PromptEncoder, PromptTemplate
+from afrl.sidecar import SIDECAR_NAME, Sidecar
 from export.float16 import convert_fp16
 from export.onnx_export import export_graph
 from export.quantize import quantize_int8
@@ -67,7 +67,7 @@ from export.weights import share_weights
 
 logger = logging.getLogger(__name__)
 
-AFRL_CONFIG = "afrl.json"  # {"guideline": str, "label_values": [0, 1, 2, 3, 4]}, written by training
+AFRL_CONFIG = SIDECAR_NAME  # {"guideline": str, "label_values": [0, 1, 2, 3, 4]}, written by training
 SCORE_GRAPH = "score.onnx"
 ALL_GRAPHS = contract.GRAPHS  # score, prefix, score_prefix, decode
 TOKENIZER_FILES = (
@@ -290,10 +290,10 @@ def load_checkpoint(checkpoint: str, guideline: str | None = None) -> LoadedChec
 
     folder = _checkpoint_folder(checkpoint)
     path = _checkpoint_file(checkpoint, AFRL_CONFIG)
-    saved = json.loads(Path(path).read_text()) if path else {}
+    saved = Sidecar.read_file(Path(path)) if path else None
     if guideline is None:
-        guideline = saved.get("guideline")
-    elif saved.get("guideline") not in (None, guideline):
+        guideline = saved.guideline if saved else None
+    elif saved is not None and saved.guideline != guideline:
         logger.warning("guideline= differs from the one in %s's %s; exporting with guideline=", checkpoint, AFRL_CONFIG)
     if not guideline:
         raise CheckpointError(
@@ -315,7 +315,7 @@ def load_checkpoint(checkpoint: str, guideline: str | None = None) -> LoadedChec
         model=model,
         tokenizer=tokenizer,
         template=PromptTemplate.from_chat_template(tokenizer, guideline),
-        labels=LabelSet.from_tokenizer(tokenizer, saved.get("label_values") or DEFAULT_GRADES),
+        labels=LabelSet.from_tokenizer(tokenizer, saved.label_values if saved else DEFAULT_GRADES),
     )
 
 

@@ -6,12 +6,17 @@
     onnx_session.py     one graph in an onnxruntime session: plain runs on CPU, IO binding on GPU,
                         CUDA graphs per shape bucket (AFRL_CUDA_GRAPHS)
     backend.py          what a backend can do, as protocols checked with isinstance: Backend (score),
-                        PrefixBackend, DecodeBackend, DeviceBackend (providers, warmup shapes); OnnxBackend
-    kv.py               KV caches between graphs: prefix ++ document caches for decoding
+                        PrefixBackend, ExtendBackend (a cache extended by new tokens), DecodeBackend,
+                        DeviceBackend (providers, warmup shapes); OnnxBackend
+    kv.py               KV caches between graphs: the guideline's cache, shared pasts of several requests,
+                        prefix ++ document caches for decoding, decode batches
     batching.py         micro-batch planning, shape buckets, which batches may merge (pure)
+    work.py             what is queued: a request's work, its score and decode jobs
     scheduler.py        the cross-request batcher: token budget, fairness, max wait, dead work,
                         queued-token bound; one inference thread
-    reasoning.py        greedy decoding of explanations from the score's KV cache
+    passes.py           one score pass on the inference thread: prefixes on the guideline cache, a shared past
+    reasoning.py        greedy decoding of explanations from the score's KV cache, every stream in one batch
+    result_cache.py     (query, document) -> label logits, LRU (AFRL_RESULT_CACHE_SIZE)
     engine.py           ScoringEngine: tokenize -> scheduler -> grades -> explanations; the one object
                         routes call (admission pre-checks and slots, health, liveness, model info)
     admission.py        requests-in-flight bound (owned by the engine), QueueFull (429), Deadline (504)

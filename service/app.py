@@ -7,7 +7,9 @@
                                                        model cannot be loaded
 
 CORS is off (no headers: browsers refuse cross-origin calls) unless
-`cors_origins` lists the origins allowed.
+`cors_origins` lists the origins allowed. Traces (service.tracing) are on
+when an OTLP endpoint is configured; `log_format: json` makes `run` log
+JSON lines (service.log_format).
 
 Graceful shutdown (SIGTERM or SIGINT): /health/ready turns 503 at once, the
 listening socket closes, in-flight requests (streams included) run to the
@@ -21,6 +23,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
@@ -29,17 +32,29 @@ import afrl
 from afrl.manifest import ArtifactError
 from service.api.errors import install_error_handlers
 from service.api.middleware import RequestMetricsMiddleware
+from service.api.openapi import declare_api_key
 from service.api.routes import router
 from service.artifact_loader import BackendFactory
+from service.log_format import use_json_logs
 from service.runtime import ServiceRuntime
 from service.settings import ServiceSettings
+from service.tracing import TracingMiddleware, configure_tracing
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace.export import SpanExporter  # the otel extra; only its type here
 
 logger = logging.getLogger(__name__)
 
 
-def create_app(settings: ServiceSettings | None = None, backend_factory: BackendFactory | None = None) -> FastAPI:
-    """A scoring app over `settings.model`; `backend_factory` replaces the onnxruntime backend (tests)."""
+def create_app(
+    settings: ServiceSettings | None = None,
+    backend_factory: BackendFactory | None = None,
+    span_exporter: SpanExporter | None = None,
+) -> FastAPI:
+    """A scoring app over `settings.model`; `backend_factory` replaces the onnxruntime backend, and
+    `span_exporter` receives the traces (both for tests)."""
     runtime = ServiceRuntime(settings or ServiceSettings(), backend_factory)
+    tracing = configure_tracing(runtime.settings.otel_endpoint, span_exporter)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -48,6 +63,8 @@ def create_app(settings: ServiceSettings | None = None, backend_factory: Backend
             yield
         finally:
             await runtime.stop()
+            if tracing is not None:
+                tracing.shutdown()
 
     app = FastAPI(
         title="afrl relevance service",
@@ -56,9 +73,14 @@ def create_app(settings: ServiceSettings | None = None, backend_factory: Backend
         lifespan=lifespan,
     )
     app.state.runtime = runtime
+    app.state.tracing = tracing
     app.include_router(router)
+    if runtime.settings.api_key is not None:
+        declare_api_key(app, router)
     install_error_handlers(app)
     app.add_middleware(RequestMetricsMiddleware, metrics=runtime.metrics)
+    if tracing is not None:
+        app.add_middleware(TracingMiddleware, tracing=tracing)
     if origins := runtime.settings.cors_origin_list:
         # Added last, so outermost: refusals (401, 413, 429, ...) carry the CORS headers too and a
         # browser can read them.
@@ -78,6 +100,8 @@ def run(settings: ServiceSettings | None = None, backend_factory: BackendFactory
     import uvicorn
 
     chosen = settings or ServiceSettings()
+    if chosen.log_format == "json":
+        use_json_logs()
     app = create_app(chosen, backend_factory)
     runtime: ServiceRuntime = app.state.runtime
 
@@ -95,6 +119,8 @@ def run(settings: ServiceSettings | None = None, backend_factory: BackendFactory
         # uvicorn annotates int, but waits with asyncio.wait_for, which takes fractions of a second too
         timeout_graceful_shutdown=chosen.grace_period_s,  # type: ignore[arg-type]
         access_log=chosen.access_log,
+        # JSON: no logging config of uvicorn's own, so its records reach the root logger's JSON handlers
+        log_config=None if chosen.log_format == "json" else uvicorn.config.LOGGING_CONFIG,
     )
     server = DrainingServer(config)
 

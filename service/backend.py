@@ -1,4 +1,4 @@
-"""The model behind the service, as three capabilities: score; prefix; decode.
+"""The model behind the service, as capabilities: score; prefix (and extending a cache); decode.
 
 A backend is deliberately tiny (after TEI's backend trait) so that tests
 drive the real HTTP app over a fake. What it can do is said by which
@@ -7,6 +7,9 @@ protocol it satisfies, checked with `isinstance` (never attribute probing):
     Backend         label_logits(ids (B, T), mask (B, T)) -> (B, K); health(); num_labels
     PrefixBackend   + prefix_cache(ids (1, P)) -> KVCache
                     + score_with_prefix(prefix, ids (B, T), mask (B, T), keep_cache) -> (B, K), KVCache | None
+                      (prefix: batch 1, its mask one row for all, or one row per document: a shared past)
+    ExtendBackend   + extend_cache(past, ids (B, T), mask (B, T)) -> the new tokens' own cache (B, Hkv, T, D):
+                      what lets serving keep the guideline's cache and compute only each query on top
     DecodeBackend   + decode(ids (B, T), past) -> logits (B, V), present   (mask = past.mask ++ ones)
     DeviceBackend   providers, and the (rows, length) shapes warmup must run (CUDA graphs: one per shape)
 
@@ -16,6 +19,10 @@ give the backend typed as the capability when it has it, else None.
 
 `OnnxBackend` implements them over the graphs of afrl/graphs.py that the
 manifest lists; names and shapes are checked at load time, before any value.
+It extends a cache with the score_prefix graph (its `present` is the new
+tokens' own cache, on any batch-1 past), so no graph beyond the contract's is
+needed. A backend without `extend_cache` (a test double wrapping only the
+three capabilities) computes every request's whole prefix, as before.
 """
 
 from __future__ import annotations
@@ -27,7 +34,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from afrl import graphs
-from afrl.manifest import ArtifactError, Manifest
+from afrl.manifest import Manifest
 from service.kv import KVCache, prefix_cache, shape
 from service.onnx_session import CudaGraphRunner, GraphSession, cuda_graph_shapes
 from service.providers import ProviderPlan
@@ -74,6 +81,15 @@ class PrefixBackend(Backend, Protocol):
 
 
 @runtime_checkable
+class ExtendBackend(PrefixBackend, Protocol):
+    """Extends a batch-1 cache by new tokens: the guideline's cache, by each request's query."""
+
+    def extend_cache(self, past: KVCache, input_ids: np.ndarray, attention_mask: np.ndarray) -> KVCache:
+        """(B, T) left-padded new tokens after `past` (batch 1) -> their own cache (B, Hkv, T, D), mask (B, T)."""
+        ...
+
+
+@runtime_checkable
 class DecodeBackend(PrefixBackend, Protocol):
     """Decodes explanations from the score's KV cache (which needs the prefix graphs too)."""
 
@@ -104,6 +120,11 @@ def prefix_backend(backend: Backend) -> PrefixBackend | None:
     return backend if isinstance(backend, PrefixBackend) and backend.supports_prefix else None
 
 
+def extend_backend(backend: Backend) -> ExtendBackend | None:
+    """`backend` as an ExtendBackend when it can score on a prefix and extend a cache, else None."""
+    return backend if isinstance(backend, ExtendBackend) and backend.supports_prefix else None
+
+
 def decode_backend(backend: Backend) -> DecodeBackend | None:
     """`backend` as a DecodeBackend when it can explain (prefix graphs and a decode graph), else None."""
     if isinstance(backend, DecodeBackend) and backend.supports_prefix and backend.supports_decode:
@@ -117,6 +138,15 @@ def supports_prefix(backend: Backend) -> bool:
 
 def supports_decode(backend: Backend) -> bool:
     return decode_backend(backend) is not None
+
+
+def prefix_mask(prefix: KVCache, rows: int) -> np.ndarray:
+    """(B, P) mask of a batch-1 prefix for `rows` rows: its one row broadcast, or its own row per document."""
+    if prefix.batch == rows:
+        return prefix.mask
+    if prefix.batch == 1:
+        return np.broadcast_to(prefix.mask, (rows, prefix.length))
+    raise ValueError(f"a prefix with a mask of {prefix.batch} rows for {rows} document rows")
 
 
 def decode_mask(past: KVCache, new_tokens: int) -> np.ndarray:
@@ -147,8 +177,7 @@ class OnnxBackend:
             return GraphSession(name, folder / listed[name].file, plan, intra_op_threads, io_binding, cuda_graph)
 
         self.score = open_graph(graphs.SCORE, cuda_graph=plan.cuda_graphs)
-        self.score.check_io()
-        self._check_label_columns(self.score)
+        self.score.check_io(num_labels=self.num_labels)
         self.cuda_graphs = (
             CudaGraphRunner(self.score, INPUT_NAMES, OUTPUT_NAME, pad_id)
             if plan.cuda_graphs and self.score.plan.on_gpu
@@ -162,18 +191,10 @@ class OnnxBackend:
             self.prefix = open_graph(graphs.PREFIX)
             self.layers = self.prefix.check_io()
             self.score_prefix = open_graph(graphs.SCORE_PREFIX)
-            self.score_prefix.check_io(self.layers)
-            self._check_label_columns(self.score_prefix)
+            self.score_prefix.check_io(self.layers, num_labels=self.num_labels)
             if graphs.DECODE in listed:
                 self.decoder = open_graph(graphs.DECODE)
                 self.decoder.check_io(self.layers)
-
-    def _check_label_columns(self, graph: GraphSession) -> None:
-        k = graph.outputs[OUTPUT_NAME].shape[-1]
-        if isinstance(k, int) and k != self.num_labels:
-            raise ArtifactError(
-                f"{graph.path}: {OUTPUT_NAME} has {k} columns, the manifest lists {self.num_labels} labels"
-            )
 
     @property
     def supports_prefix(self) -> bool:
@@ -210,14 +231,22 @@ class OnnxBackend:
         self, prefix: KVCache, input_ids: np.ndarray, attention_mask: np.ndarray, keep_cache: bool = False
     ) -> tuple[np.ndarray, KVCache | None]:
         """(B, T) left-padded document rows after the shared prefix -> (B, K) logits and their own cache."""
-        b = input_ids.shape[0]
-        mask = np.concatenate([np.ones((b, prefix.length), dtype=np.int64), attention_mask], axis=1)  # (B, P+T)
+        past_mask = prefix_mask(prefix, input_ids.shape[0])  # (B, P)
+        mask = np.concatenate([past_mask, np.asarray(attention_mask, dtype=np.int64)], axis=1)  # (B, P+T)
         feed = {graphs.INPUT_IDS: np.ascontiguousarray(input_ids, dtype=np.int64), graphs.ATTENTION_MASK: mask}
         feed.update(zip(graphs.past_names(self.layers), prefix.tensors, strict=True))
         present = graphs.present_names(self.layers) if keep_cache else []
         logits, *cache = _opened(self.score_prefix, graphs.SCORE_PREFIX).run(feed, [OUTPUT_NAME, *present])
         own = KVCache(cache, np.asarray(attention_mask, dtype=np.int64)) if keep_cache else None
         return np.asarray(logits, dtype=np.float32), own
+
+    def extend_cache(self, past: KVCache, input_ids: np.ndarray, attention_mask: np.ndarray) -> KVCache:
+        """The score_prefix graph's `present`: the new tokens' own cache on top of `past` (its label
+        logits, K columns of the last position, are the little this costs beyond the prefix graph)."""
+        _, own = self.score_with_prefix(past, input_ids, attention_mask, keep_cache=True)
+        if own is None:  # keep_cache=True always returns the cache
+            raise RuntimeError("score_prefix returned no cache")
+        return own
 
     def decode(self, input_ids: np.ndarray, past: KVCache) -> tuple[np.ndarray, KVCache]:
         """One step: (B, T) new tokens after `past` -> (B, V) next-token logits and the grown cache."""

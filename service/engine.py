@@ -5,8 +5,13 @@
                bounded in tokens (429), deadlines and cancellations honoured before compute
     score      shared-prefix graphs when the backend has them (the prefix runs once, its KV cache
                serves every document), else full left-padded prompts on the score graph
+    guideline  the tokens every prefix starts with (the system turn) are cached once per model load;
+               a request computes only its query on top (AFRL_GUIDELINE_CACHE, service.passes)
     grades     afrl.scoring.grade_results over each micro-batch's label logits
-    explain    greedy decoding from the score's KV cache (service.reasoning), one step per turn
+    results    with AFRL_RESULT_CACHE_SIZE, pairs scored before are answered from an LRU of their
+               label logits, before tokenizing (service.result_cache)
+    explain    greedy decoding from the score's KV cache (service.reasoning): every active explanation,
+               of every request, steps in one decode pass per turn
 
 `ScoringEngine.start` admits a request and returns a `ScoreRun`: iterate
 `run.scores()` for the documents graded by each finished micro-batch, then
@@ -39,15 +44,16 @@ import numpy as np
 
 from afrl.manifest import Manifest
 from afrl.padding import left_pad
-from afrl.prompt import EncodedPair
+from afrl.prompt import EncodedPair, PromptEncoder
 from afrl.scoring import GradeResult, grade_results
 from service.admission import Admission, Deadline
 from service.artifact_loader import LoadedModel
-from service.backend import DeviceBackend, decode_backend, prefix_backend
+from service.backend import DeviceBackend, decode_backend, extend_backend, prefix_backend
 from service.batching import shape_buckets
 from service.kv import KVCache, join
 from service.metrics import ServiceMetrics
-from service.reasoning import DecodeSession
+from service.reasoning import ExplanationStream
+from service.result_cache import CachedScore, ResultCache
 from service.scheduler import RequestWork, Scheduler
 from service.settings import ServiceSettings
 
@@ -55,6 +61,21 @@ logger = logging.getLogger(__name__)
 
 WARMUP_QUERY_TOKENS = 64  # query length assumed when choosing which shape buckets to warm
 WARMUP_DECODE_STEPS = 2
+
+
+GUIDELINE_PROBES = ("a", "A", "0", " ", "\n", "-", ":", "(", "ü", "Query")  # how queries may start
+
+
+def guideline_ids(encoder: PromptEncoder) -> list[int]:
+    """The tokens every request's prefix starts with: the system turn and the user turn up to where the
+    query's text begins.
+
+    Found as the common token prefix of the prefixes of probe queries that start differently: BPE
+    may merge the template's last characters with a query's first ones (Qwen's tokenizer puts the
+    space after "Query:" into the query's first token). A request whose prefix does not start with
+    these tokens computes its whole prefix (service.passes), so the probes decide speed, never results.
+    """
+    return list(os.path.commonprefix([encoder.encode_prefix(q) for q in GUIDELINE_PROBES]))
 
 
 class InputTooLong(Exception):
@@ -75,25 +96,43 @@ class ScoreOutcome:
 
 
 class ScoreRun:
-    """One admitted request inside the engine."""
+    """One admitted request inside the engine.
+
+    `work` scores the documents not found in the result cache: its row j is document `scored[j]`;
+    the others are graded from `cached` from the start and come first out of `scores()`.
+    """
 
     def __init__(
         self,
         engine: ScoringEngine,
         work: RequestWork,
+        documents: int,
+        scored: list[int],
         pairs: Sequence[EncodedPair],
+        cached: dict[int, CachedScore],
+        keys: list[bytes] | None,
         tokenize_seconds: float,
         keep: int,
         arrived: float,
     ):
         self.engine = engine
         self.work = work
-        self.results: list[GradeResult | None] = [None] * len(pairs)
-        self.truncated = [p.truncated for p in pairs]
-        self.usage = {
-            "prompt_tokens": sum(len(p.prefix_ids) + len(p.document_ids) for p in pairs),
-            "truncated_documents": sum(self.truncated),
-        }
+        self.results: list[GradeResult | None] = [None] * documents
+        self.truncated = [False] * documents
+        self._scored = scored
+        self._keys = keys
+        self._prompt_tokens = [0] * documents
+        for i, pair in zip(scored, pairs, strict=True):
+            self.truncated[i], self._prompt_tokens[i] = pair.truncated, len(pair.prefix_ids) + len(pair.document_ids)
+        for i, hit in cached.items():
+            self.truncated[i], self._prompt_tokens[i] = hit.truncated, hit.prompt_tokens
+        if cached:
+            hits = sorted(cached)
+            grades = grade_results(np.stack([cached[i].logits for i in hits]), engine.values)
+            for i, grade in zip(hits, grades, strict=True):
+                self.results[i] = grade
+        self._cached = sorted(cached)
+        self.usage = {"prompt_tokens": sum(self._prompt_tokens), "truncated_documents": sum(self.truncated)}
         self.tokenize_seconds = tokenize_seconds
         self.arrived = arrived
         self._keep = keep  # how many of the best documents keep their cache for explanation
@@ -108,19 +147,26 @@ class ScoreRun:
         return self.work.inference_seconds
 
     async def scores(self) -> AsyncIterator[list[int]]:
-        """Yields the document indices graded by each finished micro-batch, until all are graded."""
-        values = self.engine.values
+        """Yields the document indices graded by each finished micro-batch (first those the result
+        cache answered), until all are graded."""
+        values, cache = self.engine.values, self.engine.result_cache
+        if self._cached:
+            yield self._cached
         while True:
             item = await self.work.results.get()
             if item is None:
                 return
             if isinstance(item, BaseException):
                 raise item
-            for row, grade in zip(item.rows, grade_results(item.logits, values), strict=True):
+            rows = [self._scored[r] for r in item.rows]
+            for b, (row, grade) in enumerate(zip(rows, grade_results(item.logits, values), strict=True)):
                 self.results[row] = grade
+                if cache is not None and self._keys is not None:
+                    logits = np.array(item.logits[b], dtype=np.float32)
+                    cache.put(self._keys[row], CachedScore(logits, self._prompt_tokens[row], self.truncated[row]))
             if item.cache is not None and self._keep:
-                self._keep_best(item.rows, item.cache)
-            yield item.rows
+                self._keep_best(rows, item.cache)
+            yield rows
 
     def _keep_best(self, rows: list[int], cache: KVCache) -> None:
         """Hold caches only for the documents that can still be among the `keep` best (copied out of
@@ -150,29 +196,32 @@ class ScoreRun:
         return sorted(graded, key=lambda i: (-self.result(i).score, i))[:k]
 
     async def explain(self, indices: Sequence[int]) -> AsyncIterator[tuple[int, str]]:
-        """(document index, text delta) as tokens are decoded; all rows decode together."""
+        """(document index, text delta) as tokens are decoded; the rows decode with every other
+        request's explanations, one decode pass per turn."""
         engine = self.engine
         if not indices:
             return
         missing = [i for i in indices if i not in self._caches]
         if missing:
             raise RuntimeError(f"no kept cache for documents {missing}")
-        decoder, eos_id, prefix = engine.decoder, engine.model.eos_id, self.work.prefix_cache
+        decoder, eos_id, prefix = engine.decoder, engine.model.eos_id, self.work.prefix_cache()
         if decoder is None or eos_id is None or prefix is None:  # caches are kept only when all are there
             raise RuntimeError("this request's model cannot explain")
         labels = engine.manifest.labels
         first = [labels.token_ids[labels.values.index(self.result(i).grade)] for i in indices]
-        past = join(prefix, [self._caches.pop(i) for i in indices])
-        session = DecodeSession(decoder, past, indices, first, eos_id, engine.max_new_tokens, engine.model.tokenizer)
+        documents = [self._caches.pop(i) for i in indices]
+        stream = ExplanationStream(
+            prefix, documents, indices, first, eos_id, engine.max_new_tokens, engine.model.tokenizer
+        )
+        engine.scheduler.explain(self.work, stream)
         first_token = True
-        while not session.done:
-            produced = await engine.scheduler.run_step(self.work, session.step)
+        async for produced in stream.steps():
             if first_token:
                 first_token = False
                 engine.metrics.time_to_first_reasoning_token.observe(time.monotonic() - self.arrived)
             engine.metrics.reasoning_tokens.inc(len(produced))
             for index, token in produced:
-                if text := session.delta(index, token):
+                if text := stream.delta(index, token):
                     yield index, text
 
     def close(self) -> None:
@@ -207,6 +256,7 @@ class ScoringEngine:
         self.shared_prefix = self.prefix_scorer is not None
         self.reasoning = self.decoder is not None
         self.admission = Admission(settings.max_queue, metrics.queue_depth)
+        cache_guideline = self.shared_prefix and settings.guideline_cache and extend_backend(model.backend) is not None
         self.scheduler = scheduler or Scheduler(
             model.backend,
             model.pad_id,
@@ -216,7 +266,11 @@ class ScoringEngine:
             metrics,
             max_queue_delay_ms=settings.max_queue_delay_ms,
             inference_timeout_ms=settings.inference_timeout_ms,
+            cross_request_batching=settings.cross_request_batching,
+            guideline_ids=guideline_ids(model.encoder) if cache_guideline else (),
         )
+        size = settings.result_cache_size
+        self.result_cache = ResultCache(size, model.name) if size else None
         workers = settings.tokenize_workers or min(4, os.cpu_count() or 1)
         self._tokenize_pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="afrl-tokenize")
 
@@ -274,26 +328,55 @@ class ScoringEngine:
         """Tokenize and queue one request. `keep`: how many of the best documents may be explained."""
         loop = asyncio.get_running_loop()
         arrived = time.monotonic() if arrived is None else arrived
-        estimate = self.scheduler.arrive(len(documents))
-        try:
-            start = time.perf_counter()
-            pairs = await loop.run_in_executor(self._tokenize_pool, self.model.encoder.encode, query, list(documents))
-            if max_document_tokens is not None:
-                pairs = self._truncate(pairs, max_document_tokens)
-            tokenize_seconds = time.perf_counter() - start
-            self.metrics.tokenize_duration.observe(tokenize_seconds)
-            self._check_lengths(pairs)
-            if deadline is not None and deadline.expired():
-                raise deadline.error()
-            if self.shared_prefix:
-                rows, keep_cache = [p.document_ids for p in pairs], keep > 0 and self.reasoning
-                work = RequestWork(rows, pairs[0].prefix_ids, deadline, keep_cache)
-            else:
-                work = RequestWork([p.input_ids for p in pairs], None, deadline)
-            self.scheduler.submit(work)
-        finally:
-            self.scheduler.arrival_done(estimate)
-        return ScoreRun(self, work, pairs, tokenize_seconds, keep if self.reasoning else 0, arrived)
+        keep = keep if self.reasoning else 0
+        keys, cached = self._look_up(query, documents, max_document_tokens, keep)
+        scored = [i for i in range(len(documents)) if i not in cached]
+        pairs: list[EncodedPair] = []
+        tokenize_seconds = 0.0
+        work = RequestWork([], finished=True)  # everything came from the result cache: nothing to run
+        if scored:
+            estimate = self.scheduler.arrive(len(scored))
+            try:
+                start = time.perf_counter()
+                texts = [documents[i] for i in scored]
+                pairs = await loop.run_in_executor(self._tokenize_pool, self.model.encoder.encode, query, texts)
+                if max_document_tokens is not None:
+                    pairs = self._truncate(pairs, max_document_tokens)
+                tokenize_seconds = time.perf_counter() - start
+                self.metrics.tokenize_duration.observe(tokenize_seconds)
+                self._check_lengths(pairs)
+                if deadline is not None and deadline.expired():
+                    raise deadline.error()
+                if self.shared_prefix:
+                    rows, keep_cache = [p.document_ids for p in pairs], keep > 0
+                    work = RequestWork(rows, pairs[0].prefix_ids, deadline, keep_cache)
+                else:
+                    work = RequestWork([p.input_ids for p in pairs], None, deadline)
+                self.scheduler.submit(work)
+            finally:
+                self.scheduler.arrival_done(estimate)
+        else:
+            work.results.put_nowait(None)
+        return ScoreRun(self, work, len(documents), scored, pairs, cached, keys, tokenize_seconds, keep, arrived)
+
+    def _look_up(
+        self, query: str, documents: Sequence[str], max_document_tokens: int | None, keep: int
+    ) -> tuple[list[bytes] | None, dict[int, CachedScore]]:
+        """Result-cache keys of the documents (None without a cache) and the hits. A request that asks
+        for explanations needs every document's KV cache, so it is scored (and feeds the cache)."""
+        cache = self.result_cache
+        if cache is None:
+            return None, {}
+        limit = self.model.encoder.max_document_tokens
+        if max_document_tokens is not None:
+            limit = min(limit, max_document_tokens)
+        keys = [cache.key(query, d, limit) for d in documents]
+        if keep:
+            return keys, {}
+        hits = {i: hit for i, key in enumerate(keys) if (hit := cache.get(key)) is not None}
+        self.metrics.result_cache_hits.inc(len(hits))
+        self.metrics.result_cache_misses.inc(len(documents) - len(hits))
+        return keys, hits
 
     async def score(
         self,
@@ -382,6 +465,8 @@ class ScoringEngine:
 
         def run_all() -> None:
             scorer, decoder = self.prefix_scorer, self.decoder
+            if self.scheduler.guideline_length:
+                self.scheduler.passes.guideline_cache()  # once per model load, before the first request
             prefix = scorer.prefix_cache(np.asarray([pair.prefix_ids])) if scorer is not None else None
             for batch, length in shapes:
                 input_ids, attention_mask = left_pad([rows[lengths.index(length)]] * batch, pad_id)

@@ -5,7 +5,10 @@ many apps can live in one process (tests) without duplicate-name errors.
 Beyond DESIGN's list: `afrl_queue_tokens` (padded tokens waiting, the other
 bound of admission), `afrl_reasoning_tokens_total` (explanation tokens decoded),
 `afrl_inference_timeouts_total` and `afrl_stuck_inference_calls` (forward passes
-past AFRL_INFERENCE_TIMEOUT_MS, and those of them not returned yet).
+past AFRL_INFERENCE_TIMEOUT_MS, and those of them not returned yet),
+`afrl_decode_batch_size` (explanation rows per decode pass, across requests),
+`afrl_result_cache_hits_total` / `afrl_result_cache_misses_total`
+(AFRL_RESULT_CACHE_SIZE).
 """
 
 from __future__ import annotations
@@ -87,10 +90,23 @@ class ServiceMetrics:
         )
         self.prefix_tokens_saved = Counter(
             "afrl_prefix_tokens_saved",
-            "shared-prefix tokens not recomputed thanks to the prefix KV cache",
+            "prefix tokens not computed: per document its whole prefix, less what its request computed once "
+            "(its query alone, on the guideline cache)",
             registry=r,
         )
         self.reasoning_tokens = Counter("afrl_reasoning_tokens", "explanation tokens decoded", registry=r)
+        self.decode_batch_size = Histogram(
+            "afrl_decode_batch_size",
+            "explanation rows (of every request decoding) stepped together in one decode pass",
+            buckets=SIZE_BUCKETS,
+            registry=r,
+        )
+        self.result_cache_hits = Counter(
+            "afrl_result_cache_hits", "(query, document) pairs answered from the result cache", registry=r
+        )
+        self.result_cache_misses = Counter(
+            "afrl_result_cache_misses", "(query, document) pairs looked up in the result cache and scored", registry=r
+        )
         self.queue_depth = Gauge("afrl_queue_depth", "requests admitted and not yet answered", registry=r)
         self.queue_tokens = Gauge("afrl_queue_tokens", "padded tokens waiting for the model", registry=r)
         self.inference_timeouts = Counter(

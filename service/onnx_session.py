@@ -85,12 +85,12 @@ class GraphSession:
     def providers(self) -> list[str]:
         return list(self.session.get_providers())
 
-    def check_io(self, layers: int | None = None) -> int:
-        """ArtifactError unless the graph's names are afrl/graphs.py's contract; returns its layer count."""
-        from afrl.graphs import check_graph_io
+    def check_io(self, layers: int | None = None, num_labels: int | None = None) -> int:
+        """ArtifactError unless the graph is afrl/graphs.py's contract (names, ranks, label width); returns layers."""
+        from afrl.graphs import check_graph
 
         try:
-            return check_graph_io(self.name, list(self.inputs), list(self.outputs), layers)
+            return check_graph(self.name, self.session, num_labels=num_labels, layers=layers)
         except ValueError as e:
             raise ArtifactError(f"{self.path}: {e}") from None
 

@@ -9,13 +9,19 @@ arrive(n)          a request about to be tokenized; refused at once (QueueFull, 
 submit(work)       a request's micro-batches ("jobs", planned on the token budget) join
                    the queue; when more than max_queue_tokens padded tokens would be
                    waiting, QueueFull (429) unless the queue is empty
-run_step(work, f)  one step of a request's explanation, queued like any job
+explain(work, s)   a request's explanation stream joins the decode batch; the request's turns
+                   step it, with every other stream in that batch
 the loop           takes the next request round-robin, one job per request per turn, so a
-                   1,000-document request cannot starve ten small ones; on the plain score
-                   graph, other requests' head jobs of a close length join the same forward
-                   pass while the budget allows (shared-prefix jobs run alone: one prefix
-                   cache per pass); the batch is held open at most max_wait_ms, and only
-                   while requests are still being tokenized
+                   1,000-document request cannot starve ten small ones; other requests' head
+                   jobs of a close length join the same forward pass while the budget allows:
+                   full prompts on the score graph, or, with cross-request batching, document
+                   rows on the shared prefix (one shared past: the guideline's cache and each
+                   request's own query part, service.passes); the batch is held open at most
+                   max_wait_ms, and only while requests are still being tokenized
+decoding           a decoding request's turn is one decode pass for every stream of its batch:
+                   with cross-request batching one batch holds every request's streams, so
+                   each turn moves all of them a token (streams join and leave between
+                   steps); without it, each request has its own batch
 dead work          cancelled requests leave the queue at once; a deadline fires on a timer
                    (504 without waiting for the model) and removes the request's jobs; the
                    inference thread checks once more right before each forward pass
@@ -31,19 +37,19 @@ import logging
 import math
 import time
 from collections import deque
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
 from typing import Any
 
-import numpy as np
-
-from afrl.padding import left_pad
 from service.admission import Deadline, QueueFull
-from service.backend import Backend, prefix_backend
-from service.batching import SEQUENCE_BUCKET, bucket_length, can_join, plan_micro_batches
+from service.backend import Backend, decode_backend
+from service.batching import SEQUENCE_BUCKET, bucket_length, can_join, can_share_past, plan_micro_batches
 from service.inference_thread import BackendStuck, InferenceThread, InferenceTimeout
-from service.kv import KVCache
 from service.metrics import ServiceMetrics
+from service.passes import PassRunner
+from service.reasoning import DecodeBatch, DecodeStep, ExplanationStream
+from service.work import DecodeJob, RequestWork, ScoreJob
+
+__all__ = ["RequestWork", "Scheduler", "ShuttingDown"]  # RequestWork: defined in service.work, queued here
 
 logger = logging.getLogger(__name__)
 
@@ -52,66 +58,6 @@ RETRY_AFTER_MAX_S = 60
 
 class ShuttingDown(Exception):
     """The service stopped before this work ran."""
-
-
-@dataclass
-class ScoredRows:
-    """One finished micro-batch of a request: its rows' label logits (and cache, when kept)."""
-
-    rows: list[int]  # indices into the request's documents
-    logits: np.ndarray  # (n, K)
-    cache: KVCache | None  # the rows' own cache (n rows), when the request keeps caches
-
-
-@dataclass(eq=False)
-class ScoreJob:
-    work: RequestWork
-    rows: list[int]
-    length: int  # padded length of these rows
-    tokens: int  # what it costs: rows x length (+ the prefix, for a request's first shared-prefix job)
-
-    @property
-    def mergeable(self) -> bool:
-        return self.work.prefix_ids is None
-
-
-@dataclass(eq=False)
-class StepJob:
-    work: RequestWork
-    fn: Callable[[], Any]
-    future: asyncio.Future
-    tokens: int = 0
-
-
-@dataclass(eq=False)
-class RequestWork:
-    """One request's model work. The engine reads `results`: ScoredRows..., then None, or an exception."""
-
-    rows: list[list[int]]  # the ids the score graph sees per document (full prompt, or document part)
-    prefix_ids: list[int] | None = None  # shared prefix: computed once, then score_prefix on `rows`
-    deadline: Deadline | None = None
-    keep_cache: bool = False
-    results: asyncio.Queue = field(default_factory=asyncio.Queue)
-    jobs: deque = field(default_factory=deque)
-    pending_scores: int = 0
-    prefix_cache: KVCache | None = None
-    cancelled: bool = False
-    finished: bool = False  # all score jobs delivered, or failed
-    queued: bool = False  # in the scheduler's round-robin order
-    submitted: float = 0.0  # time.perf_counter()
-    first_start: float | None = None
-    inference_seconds: float = 0.0
-    timer: asyncio.TimerHandle | None = None
-
-    def dead(self) -> bool:
-        """Work that must not reach the model: cancelled, or scoring not yet done past its deadline."""
-        if self.cancelled:
-            return True
-        return not self.finished and self.deadline is not None and self.deadline.expired()
-
-    @property
-    def queue_seconds(self) -> float:
-        return (self.first_start or self.submitted) - self.submitted
 
 
 class Scheduler:
@@ -127,14 +73,21 @@ class Scheduler:
         metrics: ServiceMetrics,
         max_queue_delay_ms: float = 0.0,
         inference_timeout_ms: float = 0.0,
+        cross_request_batching: bool = True,
+        guideline_ids: Sequence[int] = (),
     ):
+        """`guideline_ids`: the tokens every prefix starts with, cached once (used when the backend can
+        extend a cache; empty: every request computes its whole prefix)."""
         self.backend = backend
-        self._prefix = prefix_backend(backend)  # None: shared-prefix work cannot run here
+        self.passes = PassRunner(backend, pad_id, metrics, guideline_ids)
+        self._prefix = self.passes.prefix  # None: shared-prefix work cannot run here
+        self._decoder = decode_backend(backend)
         self.pad_id = pad_id
         self.max_batch_tokens = max_batch_tokens
         self.max_queue_tokens = max_queue_tokens
         self.max_wait_s = max_wait_ms / 1000.0
         self.max_queue_delay_s = max_queue_delay_ms / 1000.0
+        self.cross_request_batching = cross_request_batching
         self.metrics = metrics
         self.arriving = 0  # requests admitted and still tokenizing: worth holding a batch open for
         self.arriving_tokens = 0  # lower bounds of what those requests will cost
@@ -146,6 +99,13 @@ class Scheduler:
         self._thread = InferenceThread(inference_timeout_ms / 1000.0, on_change=self._stuck_calls_changed)
         self._task: asyncio.Task | None = None
         self._closed = False
+        self._decode_batches: dict[RequestWork | None, DecodeBatch] = {}  # None: the one shared batch
+        self._streams: dict[ExplanationStream, tuple[RequestWork, DecodeBatch]] = {}  # active streams
+
+    @property
+    def guideline_length(self) -> int:
+        """Tokens of the cached guideline (0: none, every request computes its whole prefix)."""
+        return len(self.passes.guideline_ids)
 
     # ---- called by the engine, on the event loop -------------------------------------------
 
@@ -189,7 +149,8 @@ class Scheduler:
             length = bucket_length(max(lengths[i] for i in batch))
             jobs.append(ScoreJob(work, batch, length, len(batch) * length))
         if work.prefix_ids is not None:
-            jobs[0].tokens += len(work.prefix_ids)
+            work.base_length = self.passes.base_length(work.prefix_ids)
+            jobs[0].tokens += work.own_length
         tokens = sum(j.tokens for j in jobs)
         if self.queued_tokens and self.queued_tokens + tokens > self.max_queue_tokens:
             raise QueueFull(
@@ -204,14 +165,22 @@ class Scheduler:
             work.timer = loop.call_later(work.deadline.remaining_s(), self._expire, work, work.deadline)
         self._enqueue(work, jobs)
 
-    async def run_step(self, work: RequestWork, fn: Callable[[], Any]) -> Any:
-        """Run `fn` on the inference thread in the work's turn; cancelled with the work."""
+    def explain(self, work: RequestWork, stream: ExplanationStream) -> None:
+        """Decode `stream` from now on: it joins its decode batch, and the request's turns step it."""
         if work.cancelled:
             raise asyncio.CancelledError
+        if self._decoder is None:
+            raise RuntimeError("this backend cannot decode explanations")
         self._thread.check()
-        future = asyncio.get_running_loop().create_future()
-        self._enqueue(work, [StepJob(work, fn, future)])
-        return await future
+        self.start()
+        key = None if self.cross_request_batching else work
+        batch = self._decode_batches.get(key)
+        if batch is None:
+            batch = self._decode_batches[key] = DecodeBatch(self._decoder)
+        work.stream = stream
+        self._streams[stream] = (work, batch)
+        batch.add(stream)
+        self._enqueue(work, [DecodeJob(work, batch)])
 
     def cancel(self, work: RequestWork) -> None:
         """The request is gone (client disconnect, finished, failed): none of its queued work runs."""
@@ -260,6 +229,8 @@ class Scheduler:
                 loop.run_until_complete(asyncio.gather(self._task, return_exceptions=True))
         for work in list(self._order):
             self._fail(work, ShuttingDown("the service is shutting down"))
+        for stream in list(self._streams):  # also those whose turn was running
+            self._end_stream(stream, None)
         self._thread.shutdown()
 
     # ---- queue bookkeeping -------------------------------------------------------------------
@@ -277,17 +248,36 @@ class Scheduler:
         self.metrics.queue_tokens.set(self.queued_tokens)
 
     def _drop(self, work: RequestWork) -> None:
-        """Remove every queued job of `work`; cancel its pending steps."""
+        """Remove every queued job of `work`; its explanation stream leaves its decode batch."""
         if work.timer is not None:
             work.timer.cancel()
         self._add_tokens(-sum(j.tokens for j in work.jobs))
-        for job in work.jobs:
-            if isinstance(job, StepJob) and not job.future.done():
-                job.future.cancel()
         work.jobs.clear()
         if work.queued:
             work.queued = False
             self._order.remove(work)
+        if work.stream is not None:
+            self._end_stream(work.stream, None)
+
+    def _end_stream(self, stream: ExplanationStream, error: BaseException | None) -> None:
+        """The stream leaves its batch: with `error`, its consumer gets it; else it is cancelled (a
+        stream that finished is already done and gets nothing more)."""
+        entry = self._streams.pop(stream, None)
+        if entry is not None:
+            work, batch = entry
+            batch.remove(stream)
+            work.stream = None
+            if self._decode_batches.get(work) is batch:  # a request's own batch (no cross-request batching)
+                del self._decode_batches[work]
+            if work.jobs and any(isinstance(j, DecodeJob) for j in work.jobs):
+                work.jobs = type(work.jobs)(j for j in work.jobs if not isinstance(j, DecodeJob))
+                if not work.jobs and work.queued:
+                    work.queued = False
+                    self._order.remove(work)
+        if error is not None:
+            stream.fail(error)
+        else:
+            stream.cancel()
 
     def _fail(self, work: RequestWork, error: BaseException) -> None:
         self._drop(work)
@@ -359,20 +349,23 @@ class Scheduler:
         """A forward pass was abandoned or came back: report it; when wedged, fail whatever waits."""
         self.metrics.stuck_inference_calls.set(self._thread.stuck)
         if self._thread.wedged:
+            error = BackendStuck("the model backend is not answering; retry on another replica")
+            for stream in list(self._streams):  # an explanation fails, not cancels, its request
+                self._end_stream(stream, error)
             for work in list(self._order):
-                error = BackendStuck("the model backend is not answering; retry on another replica")
-                for job in work.jobs:
-                    if isinstance(job, StepJob) and not job.future.done():
-                        job.future.set_exception(error)  # an explanation step fails, not cancels, its request
                 self._fail(work, error)
         self._wake.set()
+
+    def _merges(self, job: ScoreJob) -> bool:
+        """Whether other requests' jobs may join this one's pass."""
+        return job.plain or self.cross_request_batching
 
     async def _hold_open(self) -> None:
         """Wait up to max_wait_ms for requests still tokenizing, if they could join the next batch."""
         if not (self.max_wait_s and self.arriving):
             return
         head = self._order[0].jobs[0] if self._order and self._order[0].jobs else None
-        if not isinstance(head, ScoreJob) or not head.mergeable:
+        if not isinstance(head, ScoreJob) or not self._merges(head):
             return
         until = time.monotonic() + self.max_wait_s
         while self.arriving and self.queued_tokens < self.max_batch_tokens:
@@ -396,15 +389,19 @@ class Scheduler:
             first.queued = True
             self._order.append(first)
         batch = [job]
-        if isinstance(job, ScoreJob) and job.mergeable:
+        if isinstance(job, ScoreJob) and self._merges(job):
             rows, length = len(job.rows), job.length
+            works = [first]
             for other in list(self._order):
                 head = other.jobs[0]
-                if other is first or not isinstance(head, ScoreJob) or not head.mergeable:
+                if other is first or not isinstance(head, ScoreJob) or head.plain != job.plain:
                     continue
                 if not can_join(rows, length, len(head.rows), head.length, self.max_batch_tokens):
                     continue
+                if not job.plain and not self._can_share_past(job, head, [*works, other]):
+                    continue
                 batch.append(other.jobs.popleft())
+                works.append(other)
                 rows, length = rows + len(head.rows), max(length, head.length)
                 self._order.remove(other)
                 if other.jobs:
@@ -413,6 +410,15 @@ class Scheduler:
                     other.queued = False
         self._add_tokens(-sum(j.tokens for j in batch))
         return batch
+
+    def _can_share_past(self, job: ScoreJob, head: ScoreJob, works: list[RequestWork]) -> bool:
+        """Shared-prefix rows join a pass of their own padded length only: a pass costs its padded tokens
+        (and every row attends over the whole shared past), so padding another request's rows up a
+        bucket would cost more than the pass it saves."""
+        if head.length != job.length:
+            return False
+        base = self.guideline_length if any(w.base_length for w in works) else 0
+        return can_share_past(base, [w.own_length for w in works], [len(w.prefix_ids or ()) for w in works])
 
     # ---- on the inference thread ---------------------------------------------------------------
 
@@ -427,71 +433,30 @@ class Scheduler:
             if job.work.first_start is None:
                 job.work.first_start = start
                 self.metrics.queue_duration.observe(start - job.work.submitted)
-        if isinstance(live[0], StepJob):
-            out = {live[0]: live[0].fn()}
-        elif live[0].mergeable:
-            out = self._score_plain(live)
+        out: dict
+        if isinstance(live[0], DecodeJob):
+            step = live[0].batch.step()
+            step.seconds = time.perf_counter() - start
+            if step.rows:
+                self.metrics.decode_batch_size.observe(step.rows)
+            out = {live[0]: step}
+        elif live[0].plain:
+            out = self.passes.score_plain(live)
         else:
-            out = {live[0]: self._score_prefixed(live[0])}
+            out = self.passes.score_prefixed(live)
         elapsed = time.perf_counter() - start
         for job in live:
             job.work.inference_seconds += elapsed
         return out, sum(j.tokens for j in live), elapsed
 
-    def _score_plain(self, jobs: list[ScoreJob]) -> dict:
-        rows = [job.work.rows[i] for job in jobs for i in job.rows]
-        input_ids, attention_mask = left_pad(rows, self.pad_id, max(j.length for j in jobs))  # (B, T)
-        start = time.perf_counter()
-        logits = np.asarray(self.backend.label_logits(input_ids, attention_mask))  # (B, K)
-        self._record(input_ids, attention_mask, logits, start)
-        out, first = {}, 0
-        for job in jobs:
-            out[job] = ScoredRows(job.rows, logits[first : first + len(job.rows)], None)
-            first += len(job.rows)
-        return out
-
-    def _score_prefixed(self, job: ScoreJob) -> ScoredRows:
-        work, scorer, prefix_ids = job.work, self._prefix, job.work.prefix_ids
-        if scorer is None or prefix_ids is None:  # submit() refuses such work
-            raise RuntimeError("a shared-prefix job without a prefix backend or prefix")
-        saved = len(prefix_ids) * len(job.rows)
-        if work.prefix_cache is None:
-            start = time.perf_counter()
-            work.prefix_cache = scorer.prefix_cache(np.asarray([prefix_ids], dtype=np.int64))  # (1, P)
-            self.metrics.inference_duration.observe(time.perf_counter() - start)
-            saved -= len(prefix_ids)
-        input_ids, attention_mask = left_pad([work.rows[i] for i in job.rows], self.pad_id, job.length)  # (B, T)
-        start = time.perf_counter()
-        logits, cache = scorer.score_with_prefix(work.prefix_cache, input_ids, attention_mask, work.keep_cache)
-        self._record(input_ids, attention_mask, logits, start)
-        self.metrics.prefix_tokens_saved.inc(saved)
-        return ScoredRows(job.rows, logits, cache)
-
-    def _record(self, input_ids: np.ndarray, attention_mask: np.ndarray, logits: np.ndarray, start: float) -> None:
-        self.metrics.inference_duration.observe(time.perf_counter() - start)
-        expected = (input_ids.shape[0], self.backend.num_labels)
-        if logits.shape != expected:
-            raise RuntimeError(f"backend returned label logits of shape {logits.shape}, expected {expected}")
-        tokens = input_ids.size
-        self.metrics.batch_size.observe(input_ids.shape[0])
-        self.metrics.batch_tokens.observe(tokens)
-        self.metrics.padding_ratio.observe(1.0 - float(attention_mask.sum()) / tokens)
-
     # ---- back on the event loop ------------------------------------------------------------------
 
     def _deliver(self, batch: list, outcome: dict | Exception) -> None:
         for job in batch:
-            work = job.work
-            if isinstance(job, StepJob):
-                if job.future.done():
-                    continue
-                if isinstance(outcome, Exception):
-                    job.future.set_exception(outcome)
-                elif job in outcome:
-                    job.future.set_result(outcome[job])
-                else:
-                    job.future.cancel()
+            if isinstance(job, DecodeJob):
+                self._deliver_step(job, outcome)
                 continue
+            work = job.work
             if work.finished:
                 continue  # failed or expired meanwhile: its late results are dropped
             if isinstance(outcome, Exception):
@@ -509,3 +474,29 @@ class Scheduler:
                     if work.timer is not None:
                         work.timer.cancel()
                     work.results.put_nowait(None)
+
+    def _deliver_step(self, job: DecodeJob, outcome: dict | Exception) -> None:
+        """Tokens to every stream the pass stepped; a failed pass fails every stream of its batch (which
+        starts afresh: an abandoned pass may still change the old one when it returns)."""
+        if isinstance(outcome, Exception):
+            for key, batch in list(self._decode_batches.items()):
+                if batch is job.batch:
+                    del self._decode_batches[key]
+            for stream, (_, batch) in list(self._streams.items()):
+                if batch is job.batch:
+                    self._end_stream(stream, outcome)
+            return
+        step = outcome.get(job)
+        if not isinstance(step, DecodeStep):  # skipped: its request was cancelled
+            return
+        for stream, produced in step.produced.items():
+            entry = self._streams.get(stream)
+            if entry is not None and entry[0] is not job.work:  # the pass computed its tokens too
+                entry[0].inference_seconds += step.seconds
+            stream.deliver(produced)
+        for stream in step.finished:
+            stream.finish()
+            self._end_stream(stream, None)
+        work = job.work
+        if work.stream is not None and not work.cancelled and work.stream in self._streams:
+            self._enqueue(work, [DecodeJob(work, job.batch)])

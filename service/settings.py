@@ -8,8 +8,9 @@ import time: `create_app(settings)` receives them.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 MIB = 1024 * 1024
@@ -18,7 +19,10 @@ MIB = 1024 * 1024
 class ServiceSettings(BaseSettings):
     """Limits, batching and runtime options of the scoring service (env prefix `AFRL_`)."""
 
-    model_config = SettingsConfigDict(env_prefix="AFRL_", extra="ignore", protected_namespaces=())
+    # validate_by_name: a field with its own environment names (otel_endpoint) is still set by name in code.
+    model_config = SettingsConfigDict(
+        env_prefix="AFRL_", extra="ignore", protected_namespaces=(), validate_by_name=True
+    )
 
     # Defaults are passed as `default=`: type checkers read a field's default from that keyword only,
     # so `ServiceSettings(model=...)` type-checks without pydantic's mypy plugin.
@@ -47,6 +51,25 @@ class ServiceSettings(BaseSettings):
         default=8192,
         ge=1,
         description="padded tokens (rows x length) in one forward pass; a longer single row runs alone",
+    )
+    cross_request_batching: bool = Field(
+        default=True,
+        description="let different requests share forward passes on the shared prefix (their document rows "
+        "over one past of the guideline and each request's query) and in explanation decoding (every "
+        "active explanation steps in one decode pass); false: each request's shared-prefix and decode "
+        "work runs in passes of its own (full prompts on the score graph always batch across requests)",
+    )
+    guideline_cache: bool = Field(
+        default=True,
+        description="compute the KV cache of the tokens every prompt starts with (the system turn with the "
+        "guideline) once per model load, so each request computes only its query on top of it; false: "
+        "every request computes its whole prefix",
+    )
+    result_cache_size: int = Field(
+        default=0,
+        ge=0,
+        description="(query, document) label logits kept in an LRU cache, so repeated pairs skip the model "
+        "(requests that ask for explanations are scored, and feed the cache); 0: no result cache",
     )
     max_wait_ms: float = Field(
         default=2.0,
@@ -115,6 +138,17 @@ class ServiceSettings(BaseSettings):
         default=30.0,
         ge=0,
         description="on SIGTERM: stop accepting, let in-flight requests finish for at most this long, then exit",
+    )
+    otel_endpoint: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("AFRL_OTEL_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT"),
+        description="OTLP endpoint traces are sent to, e.g. 'http://collector:4317' (needs the otel extra; "
+        "AFRL_OTEL_ENDPOINT, else the standard OTEL_EXPORTER_OTLP_ENDPOINT); unset: no tracing",
+    )
+    log_format: Literal["text", "json"] = Field(
+        default="text",
+        description="'json': `afrl serve` logs one JSON object per line (uvicorn's access log too); "
+        "'text': plain lines",
     )
 
     @field_validator("providers")

@@ -1,14 +1,15 @@
-"""What every training stage shares: tokenizer, prompt encoder, label set, checkpoint folders.
+"""What every training stage shares about a model: tokenizer, prompt encoder, label set, checkpoint folders.
 
 A checkpoint is an ordinary Hugging Face folder (weights, config, tokenizer)
-plus `afrl.json` (guideline and label values, what export reads) and the
-`*Config` of every stage that produced it, each as `<stage>_config.json`.
+plus the `afrl.json` sidecar (`afrl.sidecar`: guideline and label values,
+what export reads) and the effective `*Config` of every stage that produced
+it, each as `<stage>_config.json` (readable back with `--config`).
 """
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass, field, is_dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field, is_dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -17,9 +18,12 @@ import torch
 from tokenizers import Tokenizer
 from transformers import AutoTokenizer
 
-from afrl.labels import LabelSet
+from afrl.labels import DEFAULT_GRADES, LabelSet
 from afrl.prompt import PromptEncoder, PromptTemplate
+from afrl.sidecar import SIDECAR_NAME, Sidecar, read_sidecar
 from afrl.tokenizer_files import qwen3_tokenizer_dir
+from training.configs import save_config
+from training.rollout import Rollouts, generate
 from training.sft_data import SFTSequence, common_prefix, completion_vocab, encode_examples
 from training.world import guideline_text
 
@@ -33,13 +37,23 @@ class TrainingContext:
     _pieces: dict[int, str] = field(default_factory=dict, repr=False)
 
     @classmethod
-    def create(cls, tokenizer_dir: str | Path | None = None, guideline: str | None = None) -> TrainingContext:
+    def create(
+        cls,
+        tokenizer_dir: str | Path | None = None,
+        guideline: str | None = None,
+        label_values: Sequence[int] = DEFAULT_GRADES,
+    ) -> TrainingContext:
+        """The context of a tokenizer folder (default: Qwen3's, offline) with a guideline (default: the world's)."""
         folder = Path(tokenizer_dir) if tokenizer_dir else qwen3_tokenizer_dir()
         hf = AutoTokenizer.from_pretrained(str(folder), fix_mistral_regex=False)  # the warning is false (STACK.md)
         guideline = guideline or guideline_text()
         template = PromptTemplate.from_chat_template(hf, guideline)
         fast = Tokenizer.from_file(str(folder / "tokenizer.json"))
-        return cls(hf, PromptEncoder(template, fast), LabelSet.from_tokenizer(hf), guideline)
+        return cls(hf, PromptEncoder(template, fast), LabelSet.from_tokenizer(hf, label_values), guideline)
+
+    @property
+    def sidecar(self) -> Sidecar:
+        return Sidecar(guideline=self.guideline, label_values=self.labels.values)
 
     @property
     def pad_id(self) -> int:
@@ -80,6 +94,28 @@ class TrainingContext:
             self._pieces[token_id] = self.hf_tokenizer.decode([token_id])
         return self._pieces[token_id]
 
+    def greedy(
+        self,
+        model: torch.nn.Module,
+        pairs: Sequence[tuple[str, str]],
+        max_new_tokens: int,
+        vocab: torch.Tensor | None = None,
+        with_label_probs: bool = False,
+        batch_size: int = 64,
+    ) -> Rollouts:
+        """Greedy completions of (query, document) prompts (vocab None: the full vocabulary)."""
+        return generate(
+            model,
+            [self.prompt_ids(q, d) for q, d in pairs],
+            prefix_len=self.prefix_len,
+            eos_id=self.eos_id,
+            max_new_tokens=max_new_tokens,
+            vocab=vocab,
+            greedy=True,
+            label_ids=self.labels.token_ids if with_label_probs else None,
+            batch_size=batch_size,
+        )
+
     def vocab(self, *sequence_lists) -> torch.Tensor:
         """The completion vocabulary of all given sequence lists (labels always included)."""
         return completion_vocab([s for seqs in sequence_lists for s in seqs], self.labels)
@@ -94,26 +130,30 @@ def save_checkpoint(model: torch.nn.Module | None, path: Path, ctx: TrainingCont
     if model is not None:
         model.save_pretrained(path)
     ctx.hf_tokenizer.save_pretrained(path)
-    (path / "afrl.json").write_text(
-        json.dumps({"guideline": ctx.guideline, "label_values": ctx.labels.values}, indent=2)
-    )
+    ctx.sidecar.write(path)
     for stage, config in configs.items():
-        body = asdict(config) if is_dataclass(config) else config
-        (path / f"{stage}_config.json").write_text(json.dumps(body, indent=2, default=str))
+        if not is_dataclass(config):
+            raise TypeError(f"the {stage} config must be a config dataclass, got {type(config).__name__}")
+        save_config(config, path / f"{stage}_config.json")
     return path
+
+
+def checkpoint_context(path: str | Path, guideline: str | None = None) -> TrainingContext:
+    """The tokenizer, prompt and labels of a checkpoint written by `save_checkpoint` (no weights loaded).
+
+    guideline: replaces the text in its afrl.json (None: keep it).
+    """
+    path = Path(path)
+    sidecar = read_sidecar(path)
+    if sidecar is None:
+        raise FileNotFoundError(f"{path} has no {SIDECAR_NAME}: not an afrl training checkpoint")
+    tokenizer_dir = path if (path / "tokenizer.json").is_file() else None
+    return TrainingContext.create(tokenizer_dir, guideline or sidecar.guideline, sidecar.label_values)
 
 
 def load_checkpoint(path: str | Path, dtype: torch.dtype = torch.float32) -> tuple[torch.nn.Module, TrainingContext]:
     """A checkpoint written by `save_checkpoint` (or any HF causal LM folder with an afrl.json)."""
     from training.model_factory import load_causal_lm
 
-    path = Path(path)
-    meta_file = path / "afrl.json"
-    if not meta_file.is_file():
-        raise FileNotFoundError(f"{path} has no afrl.json: not an afrl training checkpoint")
-    meta = json.loads(meta_file.read_text())
-    tokenizer_dir = path if (path / "tokenizer.json").is_file() else None
-    ctx = TrainingContext.create(tokenizer_dir, meta["guideline"])
-    if ctx.labels.values != meta["label_values"]:
-        raise ValueError(f"{path}: label values {meta['label_values']} differ from the tokenizer's {ctx.labels.values}")
+    ctx = checkpoint_context(path)
     return load_causal_lm(path, dtype=dtype).eval(), ctx

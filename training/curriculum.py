@@ -67,12 +67,33 @@ class CurriculumConfig:
 
     def __post_init__(self) -> None:
         self.stages = [s if isinstance(s, StageConfig) else StageConfig(**s) for s in self.stages]
+        if isinstance(self.sft, dict):
+            self.sft = SFTConfig(**self.sft)
+        if not self.stages:
+            raise ValueError("a curriculum needs at least one stage, e.g. {name: all, mix: {all: 1.0}, steps: 100}")
         names = [s.name for s in self.stages]
         if len(set(names)) != len(names):
             raise ValueError(f"stage names must be unique, got {names}")
 
     def stage(self, name: str) -> StageConfig | None:
         return next((s for s in self.stages if s.name == name), None)
+
+    @property
+    def total_steps(self) -> int:
+        return sum(s.steps for s in self.stages)
+
+    def scaled(self, total_steps: int) -> CurriculumConfig:
+        """The same stages with `total_steps` steps in all, in the same proportions (each at least 1)."""
+        total = self.total_steps
+        stages = [replace(s, steps=max(1, round(s.steps * total_steps / total))) for s in self.stages]
+        return replace(self, stages=stages)
+
+    def resolved(self, rows: int) -> CurriculumConfig:
+        """`sft.epochs` (passes over `rows` training rows) turned into stage steps; unchanged without epochs."""
+        if self.sft.epochs is None:
+            return self
+        sft = self.sft.resolved(rows)
+        return replace(self.scaled(sft.steps), sft=sft)
 
 
 def draw_mix(
@@ -104,6 +125,7 @@ def run_stage(
     sft = replace(
         config.sft,
         steps=stage.steps,
+        epochs=None,
         warmup_steps=min(config.sft.warmup_steps, max(0, stage.steps - 1)),
         seed=config.sft.seed + seed,
     )

@@ -9,11 +9,10 @@
                          + kd_weight x KL(teacher || student) over the K labels at the grade
                          position (`losses.label_kl`), where the teacher gave a distribution
 
-Teachers (`Teacher`): `CheckpointTeacher` (a model trained by this pipeline or
-any checkpoint folder with an afrl.json: `training.context.load_checkpoint`)
-and `EndpointTeacher` (any model behind an OpenAI-compatible
-`/chat/completions`; it uses `logprobs`/`top_logprobs` of the first token for
-the label distribution when the server returns them, else sequence-level KD only).
+Teachers (`training.teachers`): a checkpoint (a model trained by this
+pipeline, or any checkpoint folder) or a model behind an OpenAI-compatible
+`/chat/completions` (`teacher_base_url`, `teacher_model`, the key from the
+environment variable `teacher_api_key_env`).
 
 The student is trained with `training.sft.train_sft` and this module's
 `distill_loss`, so it gets the same speed tricks as SFT. The student is what
@@ -22,13 +21,9 @@ export and serving use.
 
 from __future__ import annotations
 
-import json
-import math
 import time
-import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
 
 import torch
 
@@ -36,16 +31,16 @@ from training.context import TrainingContext
 from training.losses import completion_nll, label_kl
 from training.model_factory import TinyQwen3Spec
 from training.rewards import first_grade
-from training.rollout import generate
 from training.sft import SFTConfig, completion_hidden, train_sft
 from training.sft_data import SFTBatch, SFTSequence
+from training.teachers import Teacher, TeacherOutput
 
 
 @dataclass
 class DistillConfig:
     student: TinyQwen3Spec = field(
         default_factory=lambda: TinyQwen3Spec(hidden_size=64, intermediate_size=192, num_hidden_layers=3),
-        metadata={"help": "student architecture (random init)"},
+        metadata={"help": "student architecture (random init; `--student CHECKPOINT` starts from weights instead)"},
     )
     sft: SFTConfig = field(
         default_factory=lambda: SFTConfig(steps=400, batch_size=16),
@@ -66,6 +61,9 @@ class DistillConfig:
     )
     teacher_base_url: str | None = field(default=None, metadata={"help": "OpenAI-compatible endpoint as teacher"})
     teacher_model: str | None = field(default=None, metadata={"help": "model name at the endpoint"})
+    teacher_api_key_env: str = field(
+        default="OPENAI_API_KEY", metadata={"help": "environment variable holding the endpoint's API key"}
+    )
 
     def __post_init__(self) -> None:
         if isinstance(self.student, dict):
@@ -73,125 +71,16 @@ class DistillConfig:
         if isinstance(self.sft, dict):
             self.sft = SFTConfig(**self.sft)
         if self.kd_weight < 0 or self.kd_temperature <= 0:
-            raise ValueError("kd_weight must be >= 0 and kd_temperature > 0")
+            raise ValueError(
+                f"kd_weight must be >= 0 and kd_temperature > 0, got {self.kd_weight} and {self.kd_temperature}; "
+                "try 1.0 and 1.0 (kd_weight 0: sequence-level KD only)"
+            )
         if (self.teacher_base_url is None) != (self.teacher_model is None):
-            raise ValueError("set both teacher_base_url and teacher_model (or neither)")
-
-
-@dataclass(frozen=True)
-class TeacherOutput:
-    text: str  # "<grade>\n[Query] ..." without the end-of-turn token
-    finished: bool
-    label_probs: tuple[float, ...] | None
-
-
-class Teacher(Protocol):
-    name: str
-
-    def outputs(self, pairs: Sequence[tuple[str, str]]) -> list[TeacherOutput]: ...
-
-
-class CheckpointTeacher:
-    """A torch model: greedy completions and its label distribution, from one decode pass."""
-
-    def __init__(
-        self,
-        model: torch.nn.Module,
-        ctx: TrainingContext,
-        vocab: torch.Tensor | None,
-        max_new_tokens: int = 120,
-        batch_size: int = 64,
-        name: str = "checkpoint",
-    ):
-        self.model, self.ctx, self.vocab = model, ctx, vocab
-        self.max_new_tokens, self.batch_size, self.name = max_new_tokens, batch_size, name
-
-    def outputs(self, pairs: Sequence[tuple[str, str]]) -> list[TeacherOutput]:
-        prompts = [self.ctx.prompt_ids(q, d) for q, d in pairs]
-        out = generate(
-            self.model,
-            prompts,
-            prefix_len=self.ctx.prefix_len,
-            eos_id=self.ctx.eos_id,
-            max_new_tokens=self.max_new_tokens,
-            vocab=self.vocab,
-            greedy=True,
-            label_ids=self.ctx.labels.token_ids,
-            batch_size=self.batch_size,
-        )
-        return [
-            TeacherOutput(self.ctx.decode(ids), done, tuple(p.tolist()))
-            for ids, done, p in zip(out.completion_ids, out.finished, out.label_probs, strict=True)
-        ]
-
-
-Post = Callable[[str, dict, dict], dict]
-
-
-def _http_post(url: str, payload: dict, headers: dict) -> dict:
-    req = urllib.request.Request(
-        url, data=json.dumps(payload).encode(), method="POST", headers={"content-type": "application/json", **headers}
-    )
-    with urllib.request.urlopen(req, timeout=120) as resp:  # noqa: S310 (the user configures the endpoint)
-        return json.loads(resp.read())
-
-
-class EndpointTeacher:
-    """A chat model behind an OpenAI-compatible endpoint (e.g. a 32B teacher served by vLLM)."""
-
-    name = "endpoint"
-
-    def __init__(
-        self,
-        base_url: str,
-        model: str,
-        ctx: TrainingContext,
-        api_key: str | None = None,
-        max_new_tokens: int = 120,
-        post: Post | None = None,
-    ):
-        self.url = base_url.rstrip("/") + "/chat/completions"
-        self.model, self.ctx, self.api_key = model, ctx, api_key
-        self.max_new_tokens, self.post = max_new_tokens, post or _http_post
-
-    def outputs(self, pairs: Sequence[tuple[str, str]]) -> list[TeacherOutput]:
-        return [self._one(q, d) for q, d in pairs]
-
-    def _one(self, query: str, document: str) -> TeacherOutput:
-        payload = {
-            "model": self.model,
-            "temperature": 0.0,
-            "max_tokens": self.max_new_tokens,
-            "logprobs": True,
-            "top_logprobs": 10,
-            "messages": [
-                {"role": "system", "content": self.ctx.guideline},
-                {"role": "user", "content": f"Query: {query}\nDocument: {document}"},
-            ],
-            "chat_template_kwargs": {"enable_thinking": False},
-        }
-        headers = {"authorization": f"Bearer {self.api_key}"} if self.api_key else {}
-        choice = self.post(self.url, payload, headers)["choices"][0]
-        text = choice["message"]["content"] or ""
-        return TeacherOutput(
-            text.strip("\n"),
-            choice.get("finish_reason") == "stop",
-            endpoint_label_probs(choice.get("logprobs"), self.ctx.labels.tokens),
-        )
-
-
-def endpoint_label_probs(logprobs: dict | None, label_tokens: Sequence[str]) -> tuple[float, ...] | None:
-    """The label distribution from the first token's `top_logprobs`, renormalised; None if a label is missing."""
-    try:
-        top = logprobs["content"][0]["top_logprobs"]
-    except (TypeError, KeyError, IndexError):
-        return None
-    by_token = {t["token"].strip(): t["logprob"] for t in top}
-    if not all(tok in by_token for tok in label_tokens):
-        return None
-    weights = [math.exp(by_token[tok]) for tok in label_tokens]
-    total = sum(weights)
-    return tuple(w / total for w in weights)
+            raise ValueError("set both teacher_base_url and teacher_model (or neither: a checkpoint teacher)")
+        if self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}; AFRL completions need ~120")
+        if self.train_prompts is not None and self.train_prompts < 1:
+            raise ValueError(f"train_prompts must be >= 1 or null (all), got {self.train_prompts}")
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,9 @@
     step_token_advantages   each token gets its step's advantage, every step weighted alike
     clipped_policy_loss     PPO-clipped surrogate, token mean per sequence (TRL loss_type="grpo")
     mode_balanced_loss      policy loss + lambda x expert NLL
+    k3_kl                   reference-KL penalty: the k3 estimate of KL(policy || reference), token mean per sequence
     label_kl                distillation: KL(teacher || student) over the grade labels at the first position
+    grade_weighted_lm_loss  SFT on full-vocabulary logits (the trl engine): completion NLL, grade token weighted
 
 `completion_nll` is the SFT loss. Its softmax may run over a subset of the
 vocabulary (the tokens that occur in the training completions): on 2 CPU
@@ -114,6 +116,20 @@ def mode_balanced_loss(policy_loss: torch.Tensor, expert_nll: torch.Tensor, lam:
     return policy_loss + lam * expert_nll
 
 
+def k3_kl(logps: torch.Tensor, ref_logps: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """KL(pi || pi_ref) from the sampled tokens, with Schulman's k3 estimator, aggregated like the policy loss.
+
+    logps, ref_logps: (N, T) log-probabilities of the sampled tokens under the policy and the frozen
+    reference; mask: (N, T) 1 on real tokens. Per token k3 = r - log r - 1 with r = pi_ref / pi: unbiased
+    for KL(pi || pi_ref) when tokens are drawn from pi, never negative, 0 where the two agree. Token mean
+    per sequence, then mean over sequences (as `clipped_policy_loss`, and TRL's loss_type="grpo" with beta > 0).
+    """
+    mask = mask.float()
+    delta = ref_logps - logps  # (N, T) log r
+    per_token = torch.exp(delta) - delta - 1
+    return ((per_token * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1)).mean()
+
+
 def label_kl(student_label_logits: torch.Tensor, teacher_probs: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
     """First-token distillation: KL(teacher || student) over the K grade labels, mean over rows.
 
@@ -127,3 +143,27 @@ def label_kl(student_label_logits: torch.Tensor, teacher_probs: torch.Tensor, te
         teacher = torch.softmax(torch.log(teacher.clamp(min=1e-12)) / temperature, dim=-1)
     kl = (teacher * (torch.log(teacher.clamp(min=1e-12)) - log_student)).sum(dim=-1)
     return kl.mean() * temperature**2
+
+
+def grade_weighted_lm_loss(
+    logits: torch.Tensor, labels: torch.Tensor, grade_weight: float, num_items_in_batch: int | None = None
+) -> torch.Tensor:
+    """Causal-LM NLL of the completion tokens with the first one (the grade) weighted `grade_weight`.
+
+    logits: (B, T, V); labels: (B, T), -100 on prompt and padding; position t predicts labels[t + 1].
+    The sum is divided by the summed weights (as `completion_nll`), or, when the trainer counts the
+    completion tokens of the whole accumulated batch, by `num_items_in_batch`, so gradient accumulation
+    and several processes add up as they do for TRL's own loss.
+    """
+    shift_labels = labels[:, 1:]  # (B, T - 1)
+    valid = shift_labels != -100
+    nll = F.cross_entropy(
+        logits[:, :-1].float().reshape(-1, logits.shape[-1]),
+        shift_labels.reshape(-1),
+        ignore_index=-100,
+        reduction="none",
+    ).view_as(shift_labels)
+    first = valid & (valid.long().cumsum(dim=1) == 1)  # the first completion token of each row
+    weights = torch.where(first, grade_weight, 1.0) * valid
+    denominator = weights.sum() if num_items_in_batch is None else torch.as_tensor(num_items_in_batch)
+    return (nll * weights).sum() / denominator.clamp(min=1)

@@ -31,6 +31,22 @@ class TinyQwen3Spec:
     max_position_embeddings: int = 2048
     vocab_size: int = QWEN3_EMBEDDING_ROWS
 
+    def __post_init__(self) -> None:
+        if min(self.hidden_size, self.intermediate_size, self.num_hidden_layers, self.num_key_value_heads) < 1:
+            raise ValueError(f"every size must be >= 1, got {asdict(self)}")
+        if self.hidden_size % self.num_attention_heads:
+            raise ValueError(
+                f"hidden_size {self.hidden_size} must be a multiple of num_attention_heads {self.num_attention_heads}; "
+                f"try num_attention_heads={max(1, self.hidden_size // 32)}"
+            )
+        if self.num_attention_heads % self.num_key_value_heads:
+            raise ValueError(
+                f"num_attention_heads {self.num_attention_heads} must be a multiple of num_key_value_heads "
+                f"{self.num_key_value_heads} (grouped-query attention); try num_key_value_heads=1"
+            )
+        if self.vocab_size < QWEN3_EMBEDDING_ROWS:
+            raise ValueError(f"vocab_size {self.vocab_size} is below the Qwen3 tokenizer's {QWEN3_EMBEDDING_ROWS} rows")
+
     def config(self) -> Qwen3Config:
         return Qwen3Config(
             vocab_size=self.vocab_size,

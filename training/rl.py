@@ -9,8 +9,10 @@ Every step:
     3. advantages A[i, s] = (r[i, s] - mean_group r[., s]) / (std_group r[., s] + eps),
                   per step (`losses.group_step_advantages`); every token of step s gets
                   A[i, s], scaled so each step weighs the same (`losses.step_token_advantages`)
-    4. loss       L = L_GRPO + lambda_t x NLL(expert batch)
+    4. loss       L = L_GRPO + beta x KL(pi || pi_ref) + lambda_t x NLL(expert batch)
                   L_GRPO: PPO-clipped surrogate, token mean per completion (`losses.clipped_policy_loss`);
+                  KL: k3 estimate on the sampled tokens against the frozen starting checkpoint
+                  (`losses.k3_kl`; only when beta > 0);
                   the expert batch: B_e demonstrations drawn every step from the expert pool
                   (long-tail and evolved hard cases), scored with the SFT loss (`sft.sft_loss`);
                   lambda_t follows `RLConfig.lam_schedule` (`lambda_at`: constant, linear or cosine from
@@ -18,8 +20,10 @@ Every step:
     5. update     AdamW, gradient clipping; one update per batch of rollouts (on-policy, so the
                   ratio is 1 and clipping only matters if `epochs_per_batch` > 1)
 
-No KL penalty to a reference model (beta = 0, TRL's default): the SFT term is
-what keeps the policy near the expert distribution.
+By default there is no KL penalty to a reference model (beta = 0, TRL's
+default): the SFT term is what keeps the policy near the expert
+distribution. beta > 0 adds one against a frozen copy of the starting
+checkpoint, scored with the same restricted softmax as the policy.
 
 Why a plain loop and not a subclass of TRL's GRPOTrainer here: on 2 CPU cores
 the cost of GRPO with a 150k-token vocabulary is the LM head, in rollouts (one
@@ -37,6 +41,7 @@ advantage and loss functions for GPU runs (accelerate, vLLM rollouts).
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import random
@@ -50,6 +55,7 @@ from training.context import TrainingContext
 from training.losses import (
     clipped_policy_loss,
     group_step_advantages,
+    k3_kl,
     mode_balanced_loss,
     step_token_advantages,
 )
@@ -77,6 +83,9 @@ class RLConfig:
     step_weights: tuple[float, ...] = field(
         default=(1.0, 1.0, 1.0, 1.0, 1.0), metadata={"help": "weight of each step: " + ", ".join(STEP_NAMES)}
     )
+    beta: float = field(
+        default=0.0, metadata={"help": "weight of the k3 KL to the frozen starting checkpoint (0 = no reference model)"}
+    )
     lam: float = field(default=0.5, metadata={"help": "lambda: weight of the expert SFT NLL (0 = GRPO alone)"})
     lam_final: float | None = field(default=None, metadata={"help": "lambda at the last step (None = lam)"})
     lam_schedule: str = field(
@@ -89,6 +98,11 @@ class RLConfig:
         },
     )
     grade_weight: float = field(default=4.0, metadata={"help": "grade-token weight in the expert NLL"})
+    gradient_checkpointing: bool | None = field(
+        default=None,
+        metadata={"help": "recompute activations in the backward pass (None: the engine's default, trl on, plain off)"},
+    )
+    lora_rank: int = field(default=0, metadata={"help": "LoRA adapters of this rank (0 = full fine-tuning)"})
     grad_clip: float = field(default=1.0, metadata={"help": "max gradient norm"})
     seed: int = field(default=0, metadata={"help": "prompt order and sampling seed"})
     log_every: int = field(default=10, metadata={"help": "steps between progress lines"})
@@ -99,20 +113,34 @@ class RLConfig:
             raise ValueError(f"steps and prompts_per_step must be >= 1, got {self.steps}, {self.prompts_per_step}")
         if self.group_size < 2:
             raise ValueError(
-                f"group_size must be >= 2 (advantages are normalised within a group), got {self.group_size}"
+                f"group_size must be >= 2 (advantages are normalised within a group), got {self.group_size}; try 4"
             )
         if len(self.step_weights) != N_STEPS or min(self.step_weights) < 0 or sum(self.step_weights) <= 0:
-            raise ValueError(f"step_weights needs {N_STEPS} non-negative weights ({', '.join(STEP_NAMES)})")
+            raise ValueError(
+                f"step_weights needs {N_STEPS} non-negative weights, not all 0 ({', '.join(STEP_NAMES)}), "
+                f"got {list(self.step_weights)}; e.g. {[1.0] * N_STEPS}"
+            )
         if self.lam < 0 or (self.lam_final is not None and self.lam_final < 0):
-            raise ValueError("lambda must be >= 0")
+            raise ValueError(
+                f"lambda must be >= 0 (0 = Stepwise-GRPO alone), got lam={self.lam}, lam_final={self.lam_final}"
+            )
+        if self.beta < 0:
+            raise ValueError(f"beta must be >= 0 (0 = no reference KL), got {self.beta}; try 0.04")
         if self.lam_schedule not in LAMBDA_SCHEDULES:
             raise ValueError(f"lam_schedule {self.lam_schedule!r}: choose from {LAMBDA_SCHEDULES}")
         if self.lam > 0 and self.expert_batch_size < 1:
-            raise ValueError("lambda > 0 needs expert_batch_size >= 1")
+            raise ValueError("lambda > 0 needs expert_batch_size >= 1; try 8, or set lam=0")
         if not 0 < self.learning_rate < 1:
-            raise ValueError(f"learning_rate {self.learning_rate} is outside (0, 1); try 3e-4")
+            raise ValueError(
+                f"learning_rate {self.learning_rate} is outside (0, 1); "
+                "try 3e-4 from scratch, 1e-6 on a pretrained model"
+            )
         if self.temperature <= 0:
-            raise ValueError("temperature must be > 0")
+            raise ValueError(f"temperature must be > 0, got {self.temperature}; 1.0 samples the policy as it is")
+        if self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}; AFRL completions need ~120")
+        if self.lora_rank < 0:
+            raise ValueError(f"lora_rank must be >= 0 (0 = full fine-tuning), got {self.lora_rank}")
 
 
 def lambda_at(step: int, steps: int, lam: float, lam_final: float | None = None, schedule: str = "constant") -> float:
@@ -171,7 +199,15 @@ def train_rl(
     vocab: torch.Tensor | None,
     progress: Callable[[str], None] | None = None,
 ) -> RLResult:
-    """Train `model` in place; `expert` may be empty when lambda is 0 throughout."""
+    """Train `model` in place; `expert` may be empty when lambda is 0 throughout.
+
+    With beta > 0 the reference is a frozen copy of `model` as it is on entry (the starting checkpoint).
+    """
+    if config.gradient_checkpointing:
+        raise ValueError(
+            "the plain RL loop reuses the guideline's KV cache, which gradient checkpointing drops: "
+            "use --engine trl for gradient checkpointing"
+        )
     rng = random.Random(config.seed)
     sampler = torch.Generator().manual_seed(config.seed)
     device = next(model.parameters()).device
@@ -184,6 +220,7 @@ def train_rl(
     optimizer = torch.optim.AdamW(
         _param_groups(model, config.weight_decay), lr=config.learning_rate, betas=(0.9, 0.95), fused=True
     )
+    reference = _frozen_copy(model) if config.beta > 0 else None
     history: list[dict] = []
     order: list[int] = []
     start = time.perf_counter()
@@ -237,6 +274,12 @@ def train_rl(
             logps = token_logps(model, batch, vocab, prefix, lengths)
             old = logps.detach() if old is None else old
             loss = policy = clipped_policy_loss(logps, old, advantages, mask, config.clip_eps)
+            kl = torch.full((), float("nan"))
+            if reference is not None:
+                with torch.no_grad():
+                    ref_logps = token_logps(reference, batch, vocab, prefix, lengths)
+                kl = k3_kl(logps, ref_logps, mask)
+                loss = loss + config.beta * kl
             nll = torch.full((), float("nan"))
             if expert and config.expert_batch_size:  # lambda = 0: measured only (how far the policy drifts)
                 chunk = [expert[rng.randrange(len(expert))] for _ in range(config.expert_batch_size)]
@@ -244,7 +287,7 @@ def train_rl(
                 with torch.set_grad_enabled(lam > 0):
                     nll = sft_loss(model, expert_batch, vocab, config.grade_weight, prefix)
                 if lam > 0:
-                    loss = mode_balanced_loss(policy, nll, lam)
+                    loss = mode_balanced_loss(loss, nll, lam)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
@@ -257,6 +300,7 @@ def train_rl(
                 "loss": loss.item(),
                 "policy_loss": policy.item(),
                 "expert_nll": nll.item(),
+                "kl": kl.item(),
                 "lambda": lam,
                 "sample_grade_accuracy": sum(p == x.grade for p, x in zip(sampled, rows, strict=True)) / len(rows),
                 "finished": sum(rollouts.finished) / len(rows),
@@ -273,3 +317,10 @@ def train_rl(
             )
     model.eval()
     return RLResult(history, time.perf_counter() - start)
+
+
+def _frozen_copy(model: torch.nn.Module) -> torch.nn.Module:
+    reference = copy.deepcopy(model).eval()
+    for p in reference.parameters():
+        p.requires_grad_(False)
+    return reference

@@ -16,14 +16,12 @@ or alone (`afrl train sft --out CKPT`).
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import random
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import dataclass, field, replace
 
 import torch
 
@@ -36,6 +34,9 @@ log = logging.getLogger(__name__)
 @dataclass
 class SFTConfig:
     steps: int = field(default=400, metadata={"help": "optimizer steps"})
+    epochs: float | None = field(
+        default=None, metadata={"help": "passes over the training rows instead of `steps` (None: use steps)"}
+    )
     batch_size: int = field(default=16, metadata={"help": "sequences per step"})
     learning_rate: float = field(default=2e-3, metadata={"help": "peak AdamW learning rate"})
     warmup_steps: int = field(default=30, metadata={"help": "linear warmup, then cosine decay to 10%"})
@@ -48,6 +49,11 @@ class SFTConfig:
     share_prefix: bool = field(
         default=True, metadata={"help": "run the prompt prefix common to all rows once per step"}
     )
+    gradient_checkpointing: bool | None = field(
+        default=None,
+        metadata={"help": "recompute activations in the backward pass (None: the engine's default, trl on, plain off)"},
+    )
+    lora_rank: int = field(default=0, metadata={"help": "LoRA adapters of this rank (0 = full fine-tuning)"})
     grad_clip: float = field(default=1.0, metadata={"help": "max gradient norm"})
     seed: int = field(default=0, metadata={"help": "data order and init seed"})
     log_every: int = field(default=20, metadata={"help": "steps between progress lines"})
@@ -55,15 +61,37 @@ class SFTConfig:
     def __post_init__(self) -> None:
         if self.steps < 1 or self.batch_size < 1:
             raise ValueError(f"steps and batch_size must be >= 1, got {self.steps} and {self.batch_size}")
+        if self.epochs is not None and self.epochs <= 0:
+            raise ValueError(f"epochs must be > 0, got {self.epochs}; or leave it unset and give steps")
         if not 0 < self.learning_rate < 1:
-            raise ValueError(f"learning_rate {self.learning_rate} is outside (0, 1); try 1e-3")
-        if self.warmup_steps >= self.steps:
-            raise ValueError(f"warmup_steps {self.warmup_steps} must be below steps {self.steps}")
+            raise ValueError(
+                f"learning_rate {self.learning_rate} is outside (0, 1); "
+                "try 1e-3 from scratch, 1e-5 on a pretrained model"
+            )
+        if self.epochs is None and self.warmup_steps >= self.steps:
+            raise ValueError(
+                f"warmup_steps {self.warmup_steps} must be below steps {self.steps}; "
+                f"try warmup_steps={self.steps // 10}"
+            )
+        if self.warmup_steps < 0:
+            raise ValueError(f"warmup_steps must be >= 0, got {self.warmup_steps}")
         if self.grade_weight <= 0:
-            raise ValueError("grade_weight must be > 0")
+            raise ValueError(f"grade_weight must be > 0, got {self.grade_weight}; 1.0 weighs it like any token")
+        if self.lora_rank < 0:
+            raise ValueError(f"lora_rank must be >= 0 (0 = full fine-tuning), got {self.lora_rank}")
+        if self.gradient_checkpointing and self.share_prefix:
+            raise ValueError(
+                "gradient_checkpointing keeps no KV cache for the shared prompt prefix: set share_prefix=False with it"
+            )
 
-    def save(self, path: Path) -> None:
-        path.write_text(json.dumps(asdict(self), indent=2))
+    def with_steps(self, steps: int) -> SFTConfig:
+        """`steps` optimizer steps (no epochs), the warmup kept below them."""
+        return replace(self, steps=steps, epochs=None, warmup_steps=min(self.warmup_steps, steps - 1))
+
+    def resolved(self, rows: int) -> SFTConfig:
+        """The config with `epochs` turned into steps for `rows` training rows (warmup kept below the steps)."""
+        steps = self.steps if self.epochs is None else max(1, math.ceil(self.epochs * rows / self.batch_size))
+        return self.with_steps(steps)
 
 
 @dataclass
@@ -148,15 +176,18 @@ def train_sft(
     loss_fn: LossFn | None = None,
     vocab: torch.Tensor | None = None,
 ) -> SFTResult:
-    """Train in place for `config.steps` steps; returns the loss curve.
+    """Train in place for `config.steps` steps (or `config.epochs` passes over `sequences`); returns the loss curve.
 
     loss_fn(model, batch, chunk, vocab_subset, shared_prefix): another objective on the same
     batches (distillation adds a first-token KL); default `sft_loss`. vocab: the completion
     vocabulary when the caller has a wider one (default: the tokens of `sequences`).
     """
+    config = config.resolved(len(sequences))
     rng = random.Random(config.seed)
     torch.manual_seed(config.seed)
     device = next(model.parameters()).device
+    if config.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if config.restrict_vocab and vocab is None:
         vocab = completion_vocab(sequences, labels)
     vocab = vocab.to(device) if config.restrict_vocab else None

@@ -19,6 +19,11 @@ What the subclass changes, and nothing else:
 - `compute_loss`: adds lambda_t x the SFT NLL (completion tokens only) of an
   expert batch drawn every step (`losses.mode_balanced_loss`, `rl.lambda_at`).
 
+One config: the stage's `training.rl.RLConfig` holds the method's settings
+(lambda and its schedule, the expert batch, step weights) for both engines;
+`grpo_args` derives TRL's arguments (steps, batch, learning rate, sampling,
+clipping, beta) from it, and the trainer reads the rest from `rl=`.
+
 `loss_type` must be "grpo" (token mean per sequence): the per-step weighting
 of `step_token_advantages` is built for that aggregation, and it is the
 aggregation of `losses.clipped_policy_loss`, so both engines optimise the same
@@ -35,25 +40,20 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from trl import GRPOConfig, GRPOTrainer
 
 from training.losses import group_step_advantages, mode_balanced_loss, step_token_advantages
-from training.rewards import N_STEPS, STEP_NAMES, STEP_REWARDS, assign_steps
-from training.rl import LAMBDA_SCHEDULES, lambda_at
+from training.rewards import STEP_REWARDS, assign_steps
+from training.rl import RLConfig, lambda_at
 
 
 @dataclass
 class StepwiseGRPOConfig(GRPOConfig):
-    lam: float = field(default=0.5, metadata={"help": "lambda: weight of the expert SFT NLL (0 = Stepwise-GRPO alone)"})
-    lam_final: float | None = field(default=None, metadata={"help": "lambda at the last step (None = lam)"})
-    lam_schedule: str = field(default="constant", metadata={"help": "constant | linear | cosine"})
-    expert_batch_size: int = field(default=8, metadata={"help": "expert demonstrations per loss call"})
-    step_weights: list[float] = field(
-        default_factory=lambda: [1.0] * N_STEPS, metadata={"help": "weight of each step: " + ", ".join(STEP_NAMES)}
-    )
+    """TRL's GRPOConfig with the aggregation this trainer is built on; the method's settings are an `RLConfig`."""
 
     def __post_init__(self) -> None:
         if self.loss_type == "dapo":  # TRL's default; this trainer is built on per-sequence token means
@@ -63,28 +63,51 @@ class StepwiseGRPOConfig(GRPOConfig):
             raise ValueError(
                 f"StepwiseGRPOConfig needs loss_type='grpo' (token mean per sequence), got {self.loss_type!r}"
             )
-        if self.lam_schedule not in LAMBDA_SCHEDULES:
-            raise ValueError(f"lam_schedule {self.lam_schedule!r}: choose from {LAMBDA_SCHEDULES}")
-        if len(self.step_weights) != N_STEPS or min(self.step_weights) < 0:
-            raise ValueError(f"step_weights needs {N_STEPS} non-negative weights ({', '.join(STEP_NAMES)})")
-        if self.lam < 0 or self.expert_batch_size < 1:
-            raise ValueError("lam must be >= 0 and expert_batch_size >= 1")
+
+
+def grpo_args(rl: RLConfig, out: Path, use_vllm: bool = False, vllm_mode: str = "colocate") -> StepwiseGRPOConfig:
+    """TRL's arguments for the RL stage's config: one group of `group_size` completions per prompt."""
+    cuda = torch.cuda.is_available()
+    return StepwiseGRPOConfig(
+        output_dir=str(out / "trl"),
+        max_steps=rl.steps,
+        per_device_train_batch_size=rl.prompts_per_step * rl.group_size,
+        num_generations=rl.group_size,
+        max_completion_length=rl.max_new_tokens,
+        learning_rate=rl.learning_rate,
+        weight_decay=rl.weight_decay,
+        max_grad_norm=rl.grad_clip,
+        temperature=rl.temperature,
+        epsilon=rl.clip_eps,
+        beta=rl.beta,
+        gradient_checkpointing=rl.gradient_checkpointing is not False,  # TRL's default: on
+        use_vllm=use_vllm,
+        vllm_mode=vllm_mode,
+        bf16=cuda,
+        use_cpu=not cuda,
+        report_to="none",
+        save_strategy="no",
+        logging_steps=max(1, rl.log_every),
+        seed=rl.seed,
+    )
 
 
 class StepwiseGRPOTrainer(GRPOTrainer):
     """GRPOTrainer with per-step advantages and the mode-balanced SFT term.
 
+    rl: the stage's config (lambda and its schedule, expert batch size, step weights).
     expert: (prompt text, completion text) demonstrations for the SFT term; the
     completion is "<grade>\\n<explanation>" and gets the end-of-turn token appended.
     """
 
-    def __init__(self, *args, expert: Sequence[tuple[str, str]] = (), **kwargs):
+    def __init__(self, *args, rl: RLConfig, expert: Sequence[tuple[str, str]] = (), **kwargs):
         kwargs.setdefault("reward_funcs", list(STEP_REWARDS))
         super().__init__(*args, **kwargs)
         if [getattr(f, "__name__", None) for f in self.reward_funcs] != [f.__name__ for f in STEP_REWARDS]:
             raise ValueError("reward_funcs must be training.rewards.STEP_REWARDS, one per step, in order")
-        if self.args.lam > 0 and not expert:
+        if (rl.lam > 0 or (rl.lam_final or 0) > 0) and not expert:
             raise ValueError("lam > 0 needs expert demonstrations")
+        self.rl = rl
         self.expert = list(expert)
         self._rng = random.Random(self.args.seed)
         self._pieces: dict[int, str] = {}
@@ -112,7 +135,7 @@ class StepwiseGRPOTrainer(GRPOTrainer):
         step_ids = torch.zeros_like(ids)
         for row, (tokens, n) in enumerate(zip(ids.tolist(), mask.sum(dim=1).tolist(), strict=True)):
             step_ids[row, :n] = torch.tensor(assign_steps([self._piece(t) for t in tokens[:n]]))
-        weights = torch.tensor(self.args.step_weights, device=ids.device)
+        weights = torch.tensor(self.rl.step_weights, device=ids.device)
         out["advantages"] = step_token_advantages(step_adv.to(ids.device), step_ids, mask, weights)  # (B, T)
         return out
 
@@ -121,9 +144,9 @@ class StepwiseGRPOTrainer(GRPOTrainer):
         lam = lambda_at(
             self.state.global_step,
             max(1, self.state.max_steps),
-            self.args.lam,
-            self.args.lam_final,
-            self.args.lam_schedule,
+            self.rl.lam,
+            self.rl.lam_final,
+            self.rl.lam_schedule,
         )
         mode = "train" if self.model.training else "eval"
         if lam > 0 and self.expert and mode == "train":
@@ -135,7 +158,7 @@ class StepwiseGRPOTrainer(GRPOTrainer):
 
     def _expert_nll(self, model) -> torch.Tensor:
         tok = self.processing_class
-        chosen = [self.expert[self._rng.randrange(len(self.expert))] for _ in range(self.args.expert_batch_size)]
+        chosen = [self.expert[self._rng.randrange(len(self.expert))] for _ in range(self.rl.expert_batch_size)]
         rows, labels = [], []
         for prompt, completion in chosen:
             p = tok(prompt, add_special_tokens=False)["input_ids"]

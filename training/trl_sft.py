@@ -3,9 +3,11 @@
 The objective is `training.sft`'s without its two CPU speed tricks: NLL of
 the completion tokens only ("<grade>\\n<explanation><|im_end|>", prompt tokens
 masked: `completion_only_loss=True` on a prompt/completion data set), over the
-full vocabulary, the grade token weighted like any other. On a GPU the LM
-head is not the bottleneck, and SFTTrainer brings accelerate (DDP, FSDP,
-ZeRO-3), packing and checkpointing.
+full vocabulary, the grade token weighted `SFTConfig.grade_weight`
+(`losses.grade_weighted_lm_loss`; at weight 1 TRL's own fused loss). On a GPU
+the LM head is not the bottleneck, and SFTTrainer brings accelerate (DDP,
+FSDP, ZeRO-3), packing and checkpointing. The stage's config is the same
+`SFTConfig` the plain loop reads; `sft_args` derives TRL's arguments from it.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from pathlib import Path
 import torch
 
 from training.context import TrainingContext
+from training.losses import grade_weighted_lm_loss
 from training.sft import SFTConfig
 
 
@@ -33,13 +36,12 @@ def prompt_completion_dataset(examples, ctx: TrainingContext):
     )
 
 
-def trl_sft(model, examples, ctx: TrainingContext, out: Path, config: SFTConfig, steps: int):
-    """Train `model` (a model or a checkpoint path/hub id) for `steps` steps; returns the trainer."""
+def sft_args(config: SFTConfig, ctx: TrainingContext, out: Path, steps: int):
+    """TRL's SFTConfig for the stage's `SFTConfig` (steps given: a curriculum sums its stages)."""
     from trl import SFTConfig as TRLSFTConfig
-    from trl import SFTTrainer
 
     cuda = torch.cuda.is_available()
-    args = TRLSFTConfig(
+    return TRLSFTConfig(
         output_dir=str(out / "trl"),
         max_steps=steps,
         per_device_train_batch_size=config.batch_size,
@@ -48,6 +50,7 @@ def trl_sft(model, examples, ctx: TrainingContext, out: Path, config: SFTConfig,
         lr_scheduler_type="cosine",
         weight_decay=config.weight_decay,
         max_grad_norm=config.grad_clip,
+        gradient_checkpointing=config.gradient_checkpointing is not False,  # TRL's default: on
         completion_only_loss=True,
         eos_token=ctx.encoder.template.completion_end,
         max_length=1024,
@@ -58,11 +61,21 @@ def trl_sft(model, examples, ctx: TrainingContext, out: Path, config: SFTConfig,
         save_strategy="no",
         seed=config.seed,
     )
+
+
+def trl_sft(model, examples, ctx: TrainingContext, out: Path, config: SFTConfig, steps: int):
+    """Train `model` (a model or a checkpoint path/hub id) for `steps` steps; returns the trainer."""
+    from trl import SFTTrainer
+
+    def weighted(outputs, labels, num_items_in_batch=None):
+        return grade_weighted_lm_loss(outputs.logits, labels, config.grade_weight, num_items_in_batch)
+
     trainer = SFTTrainer(
         model=model,
-        args=args,
+        args=sft_args(config, ctx, out, steps),
         train_dataset=prompt_completion_dataset(examples, ctx),
         processing_class=ctx.hf_tokenizer,
+        compute_loss_func=weighted if config.grade_weight != 1.0 else None,
     )
     trainer.train()
     return trainer

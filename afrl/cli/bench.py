@@ -27,6 +27,10 @@ BENCHMARKS = {
     ),
     "overhead": ("bench.service_overhead", "p50 of POST /v1/score against the raw engine call and engine.score"),
     "stream": ("bench.service_stream", "time to the first score event of a stream against the non-stream answer"),
+    "engine-batching": (
+        "bench.engine_batching",
+        "concurrent requests' shared passes and explanation streams decoded together, batching on vs off",
+    ),
     "overload": ("bench.service_overload", "latency of accepted requests and speed of 429s at a multiple of capacity"),
     "soak": (
         "bench.service_soak",

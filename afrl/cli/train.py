@@ -1,12 +1,22 @@
-"""`afrl train {data,pipeline,sft,rl,distill}`."""
+"""`afrl train {data,pipeline,sft,rl,distill}`: flags -> configs -> `training.pipeline` / `training.stages`.
+
+Each stage's config starts from `--preset`, then `--config FILE` (YAML or JSON of that config),
+then the flags below (`training.configs.resolve`); the effective config is saved beside the
+checkpoint. Nothing from `training/` is imported until a command runs.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from afrl.cli.output import progress as _progress
+
+PRESET_NAMES = ("ci", "tiny", "default")  # training.presets.PRESETS, named here so --help needs no torch
+ENGINES = ("plain", "trl")  # training.stages.ENGINES
 
 
 def cmd_train_data(args: argparse.Namespace) -> int:
@@ -21,25 +31,44 @@ def cmd_train_data(args: argparse.Namespace) -> int:
 
 
 def cmd_train_pipeline(args: argparse.Namespace) -> int:
-    import json
+    from training.pipeline import run_pipeline
+    from training.presets import preset
 
-    from training.pipeline import preset, run_pipeline
-
-    overrides = {"world_seed": args.seed} if args.seed is not None else {}
+    overrides: dict[str, Any] = {"world_seed": args.seed} if args.seed is not None else {}
     if args.threads is not None:
         overrides["threads"] = args.threads
-    report = run_pipeline(preset(args.preset, **overrides), Path(args.out), progress=_progress)
-    summary = {
-        "test": {k: report["test"][k] for k in ("accuracy", "majority_baseline_accuracy", "macro_f1")},
-        "timings": report["timings"],
+    report = run_pipeline(
+        preset(args.preset, **overrides),
+        Path(args.out),
+        progress=_progress,
+        data=args.data,
+        base=args.base,
+        guideline_file=args.guideline_file,
+    )
+    test = report.test
+    summary: dict[str, Any] = {
+        "test": {
+            "accuracy": test.accuracy,
+            "majority_baseline_accuracy": test.majority_baseline_accuracy,
+            "macro_f1": test.macro_f1,
+        },
+        "timings": report.timings,
     }
-    if "comparison" in report:
+    if report.comparison:
         summary["comparison"] = {
-            arm: {k: row[k] for k in ("head_accuracy", "long_tail_accuracy", "mean_label_entropy")}
-            for arm, row in report["comparison"].items()
+            arm: {
+                "head_accuracy": row.figures.head_accuracy,
+                "long_tail_accuracy": row.figures.long_tail_accuracy,
+                "mean_label_entropy": row.figures.mean_label_entropy,
+            }
+            for arm, row in report.comparison.items()
         }
+    if report.distillation is not None:
+        d = report.distillation
         summary["distillation"] = {
-            k: report["distillation"][k] for k in ("accuracy_gap_points", "sizes", "latency_ms_per_query_of_10_docs")
+            "accuracy_gap_points": d.accuracy_gap_points,
+            "sizes": {name: asdict(size) for name, size in d.sizes.items()},
+            "latency_ms_per_query_of_10_docs": d.latency_ms_per_query_of_10_docs,
         }
         summary["report"] = str(Path(args.out) / "report.md")
     print(json.dumps(summary, indent=2))
@@ -47,73 +76,129 @@ def cmd_train_pipeline(args: argparse.Namespace) -> int:
 
 
 def cmd_train_sft(args: argparse.Namespace) -> int:
-    import json
-
+    from training.configs import resolve
     from training.stages import sft_stage
 
-    report = sft_stage(
-        Path(args.out), args.preset, init=args.init, steps=args.steps, engine=args.engine, progress=_progress
-    )
+    run = _stage_run(args)
+    config = resolve(run.preset.sft_stage_config(), args.config, {"sft": _sft_flags(args)})
+    report = sft_stage(run, config, base=args.base, steps=args.steps, engine=args.engine)
     print(json.dumps(_stage_summary(report), indent=2))
     return 0
 
 
 def cmd_train_rl(args: argparse.Namespace) -> int:
-    import json
-
+    from training.configs import resolve
     from training.stages import rl_stage
 
-    overrides = {
-        k: v
-        for k, v in {
+    run = _stage_run(args)
+    config = resolve(
+        run.preset.rl_stage_config(),
+        args.config,
+        {
             "steps": args.steps,
+            "learning_rate": args.lr,
+            "prompts_per_step": args.batch_size,
+            "group_size": args.group_size,
             "lam": args.lam,
             "lam_final": args.lam_final,
             "lam_schedule": args.lam_schedule,
-        }.items()
-        if v is not None
-    }
+            "beta": args.beta,
+            "max_new_tokens": args.max_new_tokens,
+            "temperature": args.temperature,
+            "grade_weight": args.grade_weight,
+            "lora_rank": args.lora_rank,
+            "gradient_checkpointing": args.gradient_checkpointing,
+        },
+    )
     report = rl_stage(
-        args.model,
-        Path(args.out),
-        args.preset,
-        overrides,
-        engine=args.engine,
-        use_vllm=args.use_vllm,
-        vllm_mode=args.vllm_mode,
-        progress=_progress,
+        run, config, model=args.model, engine=args.engine, use_vllm=args.use_vllm, vllm_mode=args.vllm_mode
     )
     print(json.dumps(_stage_summary(report), indent=2))
     return 0
 
 
 def cmd_train_distill(args: argparse.Namespace) -> int:
-    import json
-    import os
-
+    from training.configs import resolve
     from training.stages import distill_stage
 
-    report = distill_stage(
-        Path(args.out),
-        args.preset,
-        teacher_dir=args.teacher,
-        endpoint=args.teacher_endpoint,
-        endpoint_model=args.teacher_model,
-        api_key=os.environ.get(args.api_key_env),
-        steps=args.steps,
-        progress=_progress,
+    run = _stage_run(args)
+    if args.teacher_endpoint and not args.teacher_model:
+        raise ValueError("--teacher-model is required with --teacher-endpoint")
+    config = resolve(
+        run.preset.distill_stage_config(),
+        args.config,
+        {
+            "sft": _sft_flags(args),
+            "max_new_tokens": args.max_new_tokens,
+            "teacher_base_url": args.teacher_endpoint,
+            "teacher_model": args.teacher_model,
+            "teacher_api_key_env": args.api_key_env,
+        },
     )
+    report = distill_stage(run, config, teacher=args.teacher, student=args.student, steps=args.steps)
     print(json.dumps(_stage_summary(report), indent=2))
     return 0
 
 
-def _stage_summary(report: dict) -> dict:
-    test = report.get("test", {})
-    keys = ("accuracy", "head_accuracy", "long_tail_accuracy", "macro_f1", "mean_label_entropy")
+def _stage_run(args: argparse.Namespace) -> Any:
+    from training.presets import preset
+    from training.stages import StageRun
+
+    return StageRun(Path(args.out), preset(args.preset), args.data, getattr(args, "guideline_file", None), _progress)
+
+
+def _sft_flags(args: argparse.Namespace) -> dict[str, Any]:
+    """The SFTConfig fields the sft and distill flags set (None: not given)."""
     return {
-        "test": {k: test.get(k) for k in keys},
-        "explanations": {k: v for k, v in test.get("explanations", {}).items() if k != "samples"},
+        "epochs": args.epochs,
+        "learning_rate": args.lr,
+        "batch_size": args.batch_size,
+        "grade_weight": args.grade_weight,
+        "lora_rank": args.lora_rank,
+        "gradient_checkpointing": args.gradient_checkpointing,
+        "share_prefix": False if args.gradient_checkpointing else None,  # checkpointed layers keep no prefix cache
     }
+
+
+def _stage_summary(report: Any) -> dict[str, Any]:
+    """What a stage command prints: the test figures (None for a multi-process run) and where it saved."""
+    test = report.test
+    keys = ("accuracy", "head_accuracy", "long_tail_accuracy", "macro_f1", "mean_label_entropy")
+    explanation_keys = ("format_validity", "first_token_conclusion_agreement", "decisive_rule_recall")
+    return {
+        "checkpoint": report.checkpoint,
+        "engine": report.engine,
+        "test": None if test is None else {k: getattr(test, k) for k in keys},
+        "explanations": None if test is None else {k: getattr(test, k) for k in explanation_keys},
+        "seconds": report.seconds,
+    }
+
+
+def _data_flags(p: argparse.ArgumentParser, preset_default: str) -> None:
+    p.add_argument(
+        "--data", help="dataset folder or .jsonl file (DESIGN section 10; default: the preset's generated world)"
+    )
+    p.add_argument(
+        "--preset",
+        default=preset_default,
+        choices=PRESET_NAMES,
+        help="source of the defaults: the world's size and this stage's config",
+    )
+    p.add_argument("--config", help="YAML or JSON of this stage's config (any subset of its fields); flags override it")
+
+
+def _optimizer_flags(p: argparse.ArgumentParser, batch_help: str) -> None:
+    p.add_argument("--steps", type=int, help="optimizer steps")
+    p.add_argument("--lr", type=float, help="peak learning rate (pretrained models want ~1e-5, not the presets' 4e-3)")
+    p.add_argument("--batch-size", type=int, help=batch_help)
+    p.add_argument("--grade-weight", type=float, help="loss weight of the grade token (1 = like any other token)")
+    p.add_argument("--lora-rank", type=int, help="LoRA adapters of this rank instead of full fine-tuning")
+    p.add_argument(
+        "--gradient-checkpointing",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="recompute activations in the backward pass (default: trl on, plain off)",
+    )
 
 
 def register(sub: Any) -> None:
@@ -132,45 +217,62 @@ def register(sub: Any) -> None:
     pl.add_argument(
         "--preset",
         default="ci",
-        choices=["ci", "tiny", "default"],
+        choices=PRESET_NAMES,
         help="ci: full method, < 3 min; tiny: full method with the comparison, < 15 min; "
         "default: the embedded default model (SFT)",
     )
     pl.add_argument("--out", required=True)
+    pl.add_argument("--data", help="dataset folder or .jsonl file (default: the preset's generated world)")
+    pl.add_argument("--base", help="checkpoint to start from (default: the preset's architecture at random init)")
+    pl.add_argument("--guideline-file", help="the guideline text (default: the data's guideline)")
     pl.add_argument("--seed", type=int, help="world seed override")
     pl.add_argument("--threads", type=int, help="torch intra-op threads (default: the preset's)")
     pl.set_defaults(func=cmd_train_pipeline)
-    engines = ["plain", "trl"]
+
     sf = tsub.add_parser("sft", help="curriculum SFT (head rules, then long tail) -> checkpoint")
+    _data_flags(sf, "tiny")
+    sf.add_argument(
+        "--base", "--init", help="checkpoint to start from (default: the preset's architecture at random init)"
+    )
     sf.add_argument("--out", required=True, help="checkpoint folder to write")
-    sf.add_argument("--init", help="start from this checkpoint (default: random init of the preset's teacher)")
-    sf.add_argument("--preset", default="tiny", choices=["ci", "tiny"], help="world and stage configs")
-    sf.add_argument("--steps", type=int, help="total steps (stages keep their proportions)")
-    sf.add_argument("--engine", choices=engines, default="plain", help="plain loop (CPU) or TRL SFTTrainer (GPU)")
+    sf.add_argument("--guideline-file", help="the guideline text the model learns with (default: the data's)")
+    _optimizer_flags(sf, "sequences per step")
+    sf.add_argument("--epochs", type=float, help="passes over the training data instead of --steps")
+    sf.add_argument("--engine", choices=ENGINES, default="plain", help="plain loop (CPU) or TRL SFTTrainer (GPU)")
     sf.set_defaults(func=cmd_train_sft)
+
     rl = tsub.add_parser("rl", help="Stepwise-GRPO + lambda x SFT (mode-balanced) from a checkpoint")
-    rl.add_argument("--model", required=True, help="checkpoint folder (afrl.json) to start from")
+    _data_flags(rl, "tiny")
+    rl.add_argument("--model", required=True, help="checkpoint folder to start from (and the KL reference)")
     rl.add_argument("--out", required=True, help="checkpoint folder to write")
-    rl.add_argument("--preset", default="tiny", choices=["ci", "tiny"], help="world and RL config")
-    rl.add_argument("--steps", type=int)
+    _optimizer_flags(rl, "prompts per step (each sampled --group-size times)")
+    rl.add_argument("--group-size", type=int, help="completions sampled per prompt (the GRPO group, >= 2)")
     rl.add_argument("--lam", type=float, help="lambda: weight of the expert SFT NLL (0 = GRPO alone)")
     rl.add_argument("--lam-final", type=float, help="lambda at the last step")
     rl.add_argument("--lam-schedule", choices=["constant", "linear", "cosine"])
+    rl.add_argument("--beta", type=float, help="weight of the KL to the starting checkpoint (0 = none)")
+    rl.add_argument("--max-new-tokens", type=int, help="rollout length cap")
+    rl.add_argument("--temperature", type=float, help="rollout sampling temperature")
     rl.add_argument(
         "--engine",
-        choices=engines,
+        choices=ENGINES,
         default="plain",
         help="plain loop (CPU) or TRL GRPOTrainer subclass (GPU; accelerate launch for several)",
     )
     rl.add_argument("--use-vllm", action="store_true", help="trl engine: rollouts from vLLM")
     rl.add_argument("--vllm-mode", choices=["colocate", "server"], default="colocate")
     rl.set_defaults(func=cmd_train_rl)
+
     ds = tsub.add_parser("distill", help="teacher (checkpoint or OpenAI-compatible endpoint) -> smaller student")
-    ds.add_argument("--out", required=True, help="student checkpoint folder to write")
+    _data_flags(ds, "tiny")
     ds.add_argument("--teacher", help="teacher checkpoint folder")
     ds.add_argument("--teacher-endpoint", help="OpenAI-compatible base URL (e.g. http://host:8000/v1)")
     ds.add_argument("--teacher-model", help="model name at the endpoint")
-    ds.add_argument("--api-key-env", default="OPENAI_API_KEY", help="environment variable holding the endpoint key")
-    ds.add_argument("--preset", default="tiny", choices=["ci", "tiny"], help="world, student and distill config")
-    ds.add_argument("--steps", type=int, help="student steps")
+    ds.add_argument("--api-key-env", help="environment variable holding the endpoint key (default OPENAI_API_KEY)")
+    ds.add_argument("--student", help="student checkpoint to start from (default: the preset's student, random init)")
+    ds.add_argument("--out", required=True, help="student checkpoint folder to write")
+    ds.add_argument("--guideline-file", help="the guideline text the student learns with (default: the data's)")
+    _optimizer_flags(ds, "student sequences per step")
+    ds.add_argument("--epochs", type=float, help="passes over the teacher's outputs instead of --steps")
+    ds.add_argument("--max-new-tokens", type=int, help="teacher completion cap")
     ds.set_defaults(func=cmd_train_distill)

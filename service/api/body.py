@@ -3,13 +3,17 @@
 The size is checked from Content-Length before anything is read, and again
 while reading (a chunked body has no Content-Length), so an oversized body
 is refused without being buffered. Parsing goes through pydantic's JSON
-validator, so invalid JSON and wrong types give the same 422 shape.
+validator, so invalid JSON and wrong types give the same 422 shape. A body
+whose protocol depends on its fields (`POST /rerank`: TEI's `texts`, or
+`documents`) is parsed once into Python values (`parse_json`), then
+validated as the protocol it names (`validate`).
 """
 
 from __future__ import annotations
 
-from typing import TypeVar
+from typing import Any, TypeVar
 
+import pydantic_core
 from fastapi import Request
 from pydantic import BaseModel, ValidationError
 
@@ -51,3 +55,21 @@ def parse_body(model: type[M], body: bytes) -> M:
 
 async def read_json(request: Request, model: type[M], limit: int) -> M:
     return parse_body(model, await read_body(request, limit))
+
+
+def parse_json(body: bytes) -> Any:
+    """The body's JSON value (422 when it is empty or not JSON)."""
+    if not body.strip():
+        raise InvalidRequest("body: a JSON object is required")
+    try:
+        return pydantic_core.from_json(body)
+    except ValueError as e:
+        raise InvalidRequest(f"body: not valid JSON ({e})") from None
+
+
+def validate(model: type[M], value: Any) -> M:
+    """`value` (parsed JSON) as `model`, with the same 422 messages as `parse_body`."""
+    try:
+        return model.model_validate(value)
+    except ValidationError as e:
+        raise InvalidRequest(describe_validation_errors(e.errors(include_url=False))) from None

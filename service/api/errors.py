@@ -103,6 +103,9 @@ def describe_validation_errors(errors: Iterable[Mapping[str, Any]], limit: int =
             where, msg = "body", f"not valid JSON ({err.get('ctx', {}).get('error', msg)})"
         elif err.get("type") == "missing":
             msg = "is required"
+        elif err.get("type") == "value_error" and not err.get("loc"):
+            parts.append(msg)  # a check across fields (a model validator) names its fields itself
+            continue
         parts.append(f"{where}: {msg}")
     return "; ".join(parts) or "invalid request"
 

@@ -24,19 +24,25 @@ class RequestMetricsMiddleware:
             await self.app(scope, receive, send)
             return
         start = time.perf_counter()
-        status = 500  # if the app raises before answering, the outer error handler sends a 500
-
-        async def send_wrapper(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
+        answer = StatusCapture(send)
         try:
-            await self.app(scope, receive, send_wrapper)
+            await self.app(scope, receive, answer)
         finally:
             route = scope.get("route")
             endpoint = getattr(route, "path", None) or "unmatched"
-            self.metrics.request_duration.labels(endpoint=endpoint, status=str(status)).observe(
+            self.metrics.request_duration.labels(endpoint=endpoint, status=str(answer.status)).observe(
                 time.perf_counter() - start
             )
+
+
+class StatusCapture:
+    """An ASGI `send` that remembers the response's status (the middlewares' label or attribute)."""
+
+    def __init__(self, send: Send):
+        self.send = send
+        self.status = 500  # if the app raises before answering, the outer error handler sends a 500
+
+    async def __call__(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.status = message["status"]
+        await self.send(message)

@@ -5,15 +5,21 @@ then pydantic), so FastAPI cannot see them: `request_body` declares them.
 `errors` lists the error statuses an operation answers, and `EVENT_STREAM`
 describes each server-sent event (one schema per event name), so clients
 and schema-driven fuzzers (tests/service/test_service_fuzz.py) check real
-answers against the document.
+answers against the document. With an API key configured, `declare_api_key`
+adds the two ways to present it as security schemes on the operations that
+need it, so generated clients know, and the docs page (/docs) shows an
+Authorize button whose key it sends.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from fastapi import APIRouter, FastAPI
+from fastapi.routing import APIRoute
 from pydantic import BaseModel
 
+from service.api.auth import require_api_key
 from service.api.schemas import DoneEvent, ErrorResponse, ReasoningEvent, ScoreResult
 
 ERROR_MEANINGS = {
@@ -45,9 +51,11 @@ def inline_schema(model: type[BaseModel]) -> dict[str, Any]:
     return inline(schema)
 
 
-def request_body(model: type[BaseModel]) -> dict[str, Any]:
-    """`openapi_extra` declaring a required JSON body of `model`."""
-    return {"requestBody": {"required": True, "content": {"application/json": {"schema": inline_schema(model)}}}}
+def request_body(*models: type[BaseModel]) -> dict[str, Any]:
+    """`openapi_extra` declaring a required JSON body of `model` (several: one of them)."""
+    schemas = [inline_schema(m) for m in models]
+    schema = schemas[0] if len(schemas) == 1 else {"oneOf": schemas}
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
 
 
 def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
@@ -81,3 +89,35 @@ EVENT_STREAM = {
     }
 }
 SCORING_ERRORS = errors(401, 413, 422, 429, 500, 503, 504)
+
+
+API_KEY_SCHEMES = {
+    "bearer": {"type": "http", "scheme": "bearer", "description": "AFRL_API_KEY as 'Authorization: Bearer KEY'"},
+    "apiKey": {
+        "type": "apiKey",
+        "in": "header",
+        "name": "x-api-key",
+        "description": "AFRL_API_KEY as 'x-api-key: KEY'",
+    },
+}
+
+
+def declare_api_key(app: FastAPI, router: APIRouter) -> None:
+    """The app's /openapi.json declares API_KEY_SCHEMES, either one accepted, on every operation of
+    `router` (included in `app`) that checks the key."""
+    secured = [
+        (route.path, method.lower())
+        for route in router.routes
+        if isinstance(route, APIRoute) and any(d.dependency is require_api_key for d in route.dependencies)
+        for method in route.methods or ()
+    ]
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        schema = generate()  # FastAPI's, cached on the app: the changes below are made once and kept
+        schema.setdefault("components", {})["securitySchemes"] = API_KEY_SCHEMES
+        for path, method in secured:
+            schema["paths"][path][method]["security"] = [{name: []} for name in API_KEY_SCHEMES]
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]  # FastAPI's documented way to extend the schema

@@ -2,6 +2,7 @@
 
 POST /v1/score     grades (service.api.serving), or an event stream (service.api.streaming)
 POST /v1/rerank    Cohere/Jina rerank (service.api.serving_rerank); /v2/rerank the same
+POST /rerank       TEI's rerank when the body has `texts`, else Jina/vLLM/Infinity's (/v1/rerank's)
 GET  /health/live  the process answers and its backend is not wedged (503: restart it)
 GET  /health/ready the model is loaded and warmed, not draining, no forward pass stuck (503 otherwise)
 GET  /metrics      Prometheus text
@@ -18,20 +19,13 @@ from fastapi.responses import PlainTextResponse, Response
 from fastapi.types import DecoratedCallable
 
 from service.api.auth import require_api_key
-from service.api.body import read_json
+from service.api.body import parse_json, read_body, read_json, validate
 from service.api.errors import BackendStuckError, NotReady
 from service.api.openapi import EVENT_STREAM, SCORING_ERRORS, errors, request_body
-from service.api.schemas import (
-    InfoResponse,
-    LabelInfo,
-    LimitsInfo,
-    RerankRequest,
-    RerankResponse,
-    ScoreRequest,
-    ScoreResponse,
-)
+from service.api.rerank_schemas import RerankRequest, RerankResponse, TeiRerankRequest, TeiRerankResponse
+from service.api.schemas import InfoResponse, LabelInfo, LimitsInfo, ScoreRequest, ScoreResponse
 from service.api.serving import ready_engine, refuse_early, serve_score
-from service.api.serving_rerank import serve_rerank
+from service.api.serving_rerank import serve_rerank, serve_tei_rerank
 from service.api.streaming import serve_score_stream
 from service.inference_thread import BackendStuck
 from service.metrics import CONTENT_TYPE
@@ -90,6 +84,26 @@ async def rerank_v1(request: Request) -> Response:
 @_rerank_route("/v2/rerank")
 async def rerank_v2(request: Request) -> Response:
     return await _rerank(request, "2")
+
+
+@router.post(
+    "/rerank",
+    dependencies=[Depends(require_api_key)],
+    response_model=TeiRerankResponse | RerankResponse,
+    response_model_exclude_none=True,
+    responses=SCORING_ERRORS,
+    openapi_extra=request_body(TeiRerankRequest, RerankRequest),
+)
+async def rerank(request: Request) -> Response:
+    """TEI's rerank when the body has `texts` (a bare array back); else `documents`: Jina's, vLLM's and
+    Infinity's rerank, answered as /v1/rerank is, except that documents are not echoed."""
+    arrived = time.monotonic()
+    runtime = _runtime(request)
+    refuse_early(runtime)
+    body = parse_json(await read_body(request, runtime.settings.max_request_bytes))
+    if isinstance(body, dict) and "texts" in body:
+        return await serve_tei_rerank(runtime, validate(TeiRerankRequest, body), arrived, request)
+    return await serve_rerank(runtime, validate(RerankRequest, body), arrived, request, "1", echo=False)
 
 
 @router.get("/health/live", responses=errors(503))

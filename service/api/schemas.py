@@ -6,15 +6,24 @@ Unknown optional fields are ignored; responses never carry null fields
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Generic, TypeVar
+from typing import Annotated, Any, ClassVar, Generic, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, field_validator
 from pydantic.json_schema import JsonDict
 
 # Checked by the validators below (which word the errors); repeated in the JSON schema so that
 # clients and schema-driven fuzzers know a query needs a non-blank character and documents one item.
 _QUERY_SCHEMA: JsonDict = {"pattern": r"\S"}
-_DOCUMENTS_SCHEMA: JsonDict = {"minItems": 1}
+DOCUMENTS_SCHEMA: JsonDict = {"minItems": 1}
+
+
+def _not_blank(value: str) -> str:
+    if not value.strip():
+        raise ValueError("must be a non-empty string")
+    return value
+
+
+QueryText = Annotated[StrictStr, AfterValidator(_not_blank), Field(json_schema_extra=_QUERY_SCHEMA)]
 
 
 class TextDocument(BaseModel):
@@ -38,15 +47,8 @@ class DocumentsRequest(BaseModel, Generic[D]):
     document_shape: ClassVar[str]  # one document, as the errors describe it
     document_ids: ClassVar[bool] = False  # the object form has an optional `id`, which must be a string
 
-    query: StrictStr = Field(json_schema_extra=_QUERY_SCHEMA)
-    documents: list[StrictStr | D] = Field(json_schema_extra=_DOCUMENTS_SCHEMA)
-
-    @field_validator("query")
-    @classmethod
-    def _query_not_blank(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("must be a non-empty string")
-        return value
+    query: QueryText
+    documents: list[StrictStr | D] = Field(json_schema_extra=DOCUMENTS_SCHEMA)
 
     @field_validator("documents", mode="before")
     @classmethod
@@ -58,7 +60,7 @@ class DocumentsRequest(BaseModel, Generic[D]):
             raise ValueError("must contain at least one document")
         for i, item in enumerate(value):
             if not (isinstance(item, str) or cls._document_object(item)):
-                raise ValueError(f"item {i} must be {cls.document_shape}, got {_json_type(item)}")
+                raise ValueError(f"item {i} must be {cls.document_shape}, got {json_type(item)}")
         return value
 
     @classmethod
@@ -165,67 +167,6 @@ class ErrorResponse(BaseModel):
     error: ErrorBody
 
 
-class RerankDocument(TextDocument):
-    model_config = ConfigDict(extra="allow")
-
-
-class RerankRequest(DocumentsRequest[RerankDocument]):
-    """`POST /v1/rerank`, `/v2/rerank`: Cohere/Jina-compatible; unknown fields are ignored."""
-
-    model_config = ConfigDict(extra="ignore", protected_namespaces=())
-
-    document_shape = 'a string or an object {"text": string}'
-
-    model: StrictStr | None = Field(None, description="accepted and ignored: one model is served")
-    top_n: StrictInt | None = Field(None, ge=1, description="return only the best n")
-    return_documents: StrictBool | None = Field(None, description="echo each document's text (default false)")
-    max_tokens_per_doc: StrictInt | None = Field(
-        None, ge=1, description="truncate documents to this many tokens (never above the server's limit)"
-    )
-    timeout_ms: StrictInt | None = Field(None, gt=0, description="give up (504) if scoring has not started by then")
-
-
-class RerankDocumentOut(BaseModel):
-    text: str
-
-
-class RerankResult(BaseModel):
-    index: int
-    relevance_score: float = Field(description="the afrl score: expected grade scaled to [0, 1]")
-    document: RerankDocumentOut | None = None
-
-
-class ApiVersion(BaseModel):
-    version: str
-
-
-class RerankTokens(BaseModel):
-    input_tokens: int
-
-
-class RerankMeta(BaseModel):
-    """Cohere's `meta`."""
-
-    api_version: ApiVersion
-    tokens: RerankTokens
-    warnings: list[str] | None = None
-
-
-class RerankUsage(BaseModel):
-    """Jina's `usage`."""
-
-    prompt_tokens: int
-    total_tokens: int
-
-
-class RerankResponse(BaseModel):
-    id: str
-    model: str
-    results: list[RerankResult]
-    meta: RerankMeta
-    usage: RerankUsage
-
-
 class LabelInfo(BaseModel):
     values: list[int]
     tokens: list[str]
@@ -257,7 +198,7 @@ class InfoResponse(BaseModel):
     providers: list[str] = Field(default_factory=list)
 
 
-def _json_type(value: Any) -> str:
+def json_type(value: Any) -> str:
     if value is None:
         return "null"
     if isinstance(value, bool):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Iterator
 from contextlib import contextmanager, suppress
 from typing import TypeVar
@@ -36,18 +37,20 @@ from service.engine import InputTooLong, ScoreOutcome, ScoringEngine
 from service.inference_thread import BackendStuck, InferenceTimeout
 from service.runtime import ServiceRuntime
 from service.scheduler import ShuttingDown
+from service.tracing import record_phases
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
 
-def check_limits(runtime: ServiceRuntime, query: str, documents: list[str]) -> None:
-    """413 for too many documents or a document (or query) over max_document_chars."""
+def check_limits(runtime: ServiceRuntime, query: str, documents: list[str], field: str = "documents") -> None:
+    """413 for too many documents or a document (or query) over max_document_chars; `field` names
+    the documents in the messages (TEI calls them `texts`)."""
     s = runtime.settings
     if len(documents) > s.max_documents:
         raise PayloadTooLarge(
-            f"documents: {len(documents)} documents, at most {s.max_documents} per request",
+            f"{field}: {len(documents)} documents, at most {s.max_documents} per request",
             reason="too_many_documents",
         )
     if len(query) > s.max_document_chars:
@@ -57,7 +60,7 @@ def check_limits(runtime: ServiceRuntime, query: str, documents: list[str]) -> N
     for i, text in enumerate(documents):
         if len(text) > s.max_document_chars:
             raise PayloadTooLarge(
-                f"documents[{i}]: {len(text)} characters, at most {s.max_document_chars}",
+                f"{field}[{i}]: {len(text)} characters, at most {s.max_document_chars}",
                 reason="document_too_large",
             )
 
@@ -163,7 +166,9 @@ async def serve_score(runtime: ServiceRuntime, request: ScoreRequest, arrived: f
     explain = check_reasoning(runtime, engine, request)
     deadline = request_deadline(request.timeout_ms, arrived)
     with engine_errors(engine), engine.admit():
+        started = time.perf_counter()
         outcome = await until_disconnected(http, engine.score(request.query, texts, deadline, explain, arrived))
+    record_phases(http, outcome, started, explain)
     body = build_response(engine.name, request, outcome)
     return json_response(body, timing_headers(outcome.queue_seconds, outcome.inference_seconds))
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from contextlib import ExitStack
 from typing import Any
@@ -39,6 +40,7 @@ from service.api.serving import (
 )
 from service.engine import ScoreRun
 from service.runtime import ServiceRuntime
+from service.tracing import record_phases
 
 logger = logging.getLogger(__name__)
 
@@ -86,8 +88,10 @@ async def serve_score_stream(
     try:
         with engine_errors(engine):
             held.enter_context(engine.admit())
+            started = time.perf_counter()
             run = await until_disconnected(http, engine.start(request.query, texts, deadline, explain, arrived))
             held.callback(run.close)
+            held.callback(record_phases, http, run, started, explain)  # when the stream ends
             scores = run.scores()
             first = await until_disconnected(http, anext(scores))
     except BaseException:

@@ -9,6 +9,8 @@ import pytest
 
 from afrl.cli import main
 
+pytestmark = pytest.mark.slow  # exports and runs every compared path / a live locust run
+
 PATHS = {
     "naive_fp32",
     "generate_fp32",

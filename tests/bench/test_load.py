@@ -10,6 +10,8 @@ from afrl.cli import main
 from bench.load_mix import request_kinds
 from bench.load_runner import duration_seconds
 
+pytestmark = pytest.mark.slow  # exports and runs every compared path / a live locust run
+
 
 def test_duration_strings():
     assert [duration_seconds(t) for t in ("60", "60s", "2m", "1h30m", "1m5s")] == [60, 60, 120, 5400, 65]

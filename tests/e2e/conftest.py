@@ -6,11 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from training.pipeline import preset, run_pipeline
+from training.pipeline import run_pipeline
+from training.presets import preset
+from training.report import PipelineReport
 
 
 @pytest.fixture(scope="session")
-def ci_run(tmp_path_factory) -> tuple[Path, dict]:
+def ci_run(tmp_path_factory) -> tuple[Path, PipelineReport]:
     out = tmp_path_factory.mktemp("pipeline-ci")
     report = run_pipeline(preset("ci"), out)
     return out, report

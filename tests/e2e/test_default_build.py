@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from afrl.default_model import ensure_default_model
 from afrl.manifest import load_manifest
-from training import pipeline
+from training import presets
 from training.model_factory import TinyQwen3Spec
 from training.sft import SFTConfig
 
@@ -15,10 +15,10 @@ SMALL = TinyQwen3Spec(
 
 def test_first_start_builds_caches_and_reuses_the_default_model(tmp_path, monkeypatch):
     monkeypatch.setenv("AFRL_HOME", str(tmp_path))
-    small = pipeline.preset(
+    small = presets.preset(
         "default", n_queries=40, docs_per_query=4, model=SMALL, sft=SFTConfig(steps=3, batch_size=4, warmup_steps=1)
     )
-    monkeypatch.setitem(pipeline.PRESETS, "default", small)
+    monkeypatch.setitem(presets.PRESETS, "default", small)
     messages: list[str] = []
     target = ensure_default_model(progress=messages.append)
     manifest = load_manifest(target)

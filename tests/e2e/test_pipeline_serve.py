@@ -44,10 +44,10 @@ def test_pipeline_writes_checkpoint_artifact_and_report(ci_run):
     assert manifest.model_name == "afrl-ci-tiny-qwen3"
     assert manifest.labels.values == [0, 1, 2, 3, 4]
     assert manifest.parity["max_abs_diff"] <= 1e-4
-    test = report["test"]
-    assert 0.0 <= test["accuracy"] <= 1.0 and 0.0 < test["majority_baseline_accuracy"] < 1.0
-    assert report["sft"]["last_loss"] < report["sft"]["first_loss"]
-    assert json.loads((out / "report.json").read_text())["test"]["examples"] == test["examples"]
+    test = report.test
+    assert 0.0 <= test.accuracy <= 1.0 and 0.0 < test.majority_baseline_accuracy < 1.0
+    assert report.sft.last_loss < report.sft.first_loss
+    assert json.loads((out / "report.json").read_text())["test"]["examples"] == test.examples
 
 
 def test_served_artifact_scores_ten_documents_and_survives_bad_input(ci_run, tmp_path):

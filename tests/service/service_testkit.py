@@ -353,6 +353,14 @@ class GatedBackend:
         self.inner.health()
 
 
+class ExtendingBackend(GatedBackend):
+    """A GatedBackend with the production backend's `extend_cache` (the guideline cache's capability)."""
+
+    def extend_cache(self, past, input_ids, attention_mask):
+        self._enter("extend", (input_ids.shape, past.length))
+        return self.inner.extend_cache(past, input_ids, attention_mask)
+
+
 def parse_sse(text: str) -> list[tuple[str, dict]]:
     """'event: X\\ndata: {...}\\n\\n' blocks -> [(X, parsed data)]."""
     import json

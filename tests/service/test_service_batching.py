@@ -29,3 +29,36 @@ def test_left_pad_puts_real_tokens_at_the_right_end():
     assert ids.tolist() == [[0, 5, 6, 7], [0, 0, 0, 8]]
     assert mask.tolist() == [[0, 1, 1, 1], [0, 0, 0, 1]]
     assert ids.dtype == mask.dtype == np.int64
+
+
+def test_a_shared_past_may_hold_half_a_bucket_beyond_the_longest_prefix():
+    from service.batching import can_share_past
+
+    assert can_share_past(200, [8, 9, 7, 6, 9], [208, 209, 207, 206, 209])  # queries on a cached guideline
+    assert not can_share_past(200, [8, 9, 7, 6, 9, 8, 7], [208, 209, 207, 206, 209, 208, 207])  # 45 beyond
+    assert can_share_past(0, [60], [60]) and not can_share_past(0, [60, 58], [60, 58])  # whole prefixes
+
+
+def kv(values: list[list[float]], mask: list[list[int]]):
+    """A one-layer cache (B, 1, S, 1) holding `values`."""
+    from service.kv import KVCache
+
+    t = np.asarray(values, dtype=np.float32)[:, None, :, None]
+    return KVCache([t, t + 100], np.asarray(mask, dtype=np.int64))
+
+
+def test_shared_past_concat_stack_tail_and_compact():
+    from service.kv import shared_past, stack
+
+    guideline, a, b = kv([[1, 2, 3]], [[1, 1, 1]]), kv([[4]], [[1]]), kv([[5, 6]], [[1, 1]])
+    past = shared_past([guideline, a, b], [[0, 1], [0, 1], [0, 2]])  # rows of request a, a, b
+    assert past.tensors[0].shape == (1, 1, 6, 1) and past.tensors[0][0, 0, :, 0].tolist() == [1, 2, 3, 4, 5, 6]
+    assert past.mask.tolist() == [[1, 1, 1, 1, 0, 0], [1, 1, 1, 1, 0, 0], [1, 1, 1, 0, 1, 1]]
+    assert past.tensors[1][0, 0, :, 0].tolist() == [101, 102, 103, 104, 105, 106]
+    own = kv([[0, 7, 8], [0, 0, 9]], [[0, 1, 1], [0, 0, 1]])
+    assert own.tail(1, 1).tensors[0][0, 0, :, 0].tolist() == [9] and own.tail(0, 2).mask.tolist() == [[1, 1]]
+    both = stack([kv([[1, 2, 3]], [[1, 1, 1]]), kv([[4], [5]], [[1], [1]])])  # left-padded with holes
+    assert both.mask.tolist() == [[1, 1, 1], [0, 0, 1], [0, 0, 1]]
+    assert both.tensors[0][:, 0, :, 0].tolist() == [[1, 2, 3], [0, 0, 4], [0, 0, 5]]
+    kept = both.compact([2, 1])  # the long row left: its positions go with it
+    assert kept.mask.tolist() == [[1], [1]] and kept.tensors[0][:, 0, :, 0].tolist() == [[5], [4]]

@@ -141,3 +141,81 @@ def test_explaining_is_limited_per_request(make_client, extra, status):
     assert r.status_code == status, r.text
     if status == 413:
         assert "at most 3" in r.json()["error"]["message"]
+
+
+class CountingDecoder:
+    """A decode backend whose next token depends on each row's real past (its values and how many):
+    a row that saw another row's positions, or lost its own, would decode differently."""
+
+    vocab = 50
+
+    def decode(self, input_ids, past):
+        from service.backend import decode_mask
+        from service.kv import KVCache
+
+        mask = decode_mask(past, 1)  # (B, S + 1)
+        seen = (past.tensors[0][:, 0, :, 0] * past.mask).sum(axis=1)  # (B,)
+        nxt = (input_ids[:, -1] * 3 + mask.sum(axis=1) + seen.astype(np.int64)) % self.vocab
+        new = input_ids[:, -1:, None, None].transpose(0, 2, 1, 3).astype(np.float32)  # (B, 1, 1, 1)
+        present = [np.concatenate([t, new], axis=2) for t in past.tensors]
+        return np.eye(self.vocab, dtype=np.float32)[nxt], KVCache(present, mask)
+
+
+def stream_of(seed: int, documents: int, max_new_tokens: int, eos: int = 49):
+    from service.kv import KVCache, prefix_cache
+    from service.reasoning import ExplanationStream
+
+    rng = np.random.default_rng(seed)
+    prefix = prefix_cache([rng.integers(1, 9, (1, 1, 5 + seed, 1)).astype(np.float32)] * 2)
+    docs = []
+    for d in range(documents):
+        n = 2 + (seed + d) % 4
+        values = rng.integers(1, 9, (1, 1, n, 1)).astype(np.float32)
+        docs.append(KVCache([values, values], np.ones((1, n), dtype=np.int64)))
+    first = [int(x) for x in rng.integers(0, 40, documents)]
+    return ExplanationStream(prefix, docs, list(range(documents)), first, eos, max_new_tokens, tokenizer=None)
+
+
+def decode_all(batch, streams_at: dict[int, list], leave_at: dict[int, list] | None = None) -> dict:
+    """Step `batch` until every stream is done; streams join (and leave) before the given steps."""
+    tokens: dict = {}
+    step, done = 0, set()
+    everyone = [s for ss in streams_at.values() for s in ss]
+    while len(done) < len(everyone):
+        for s in streams_at.get(step, []):
+            batch.add(s)
+        for s in (leave_at or {}).get(step, []):
+            batch.remove(s)
+            done.add(s)
+        out = batch.step()
+        for s, produced in out.produced.items():
+            for index, token in produced:
+                tokens.setdefault((s, index), []).append(token)
+        done |= set(out.finished)
+        step += 1
+        assert step < 100
+    return tokens
+
+
+def test_streams_decode_together_as_each_would_alone_joining_and_leaving_between_steps():
+    from service.reasoning import DecodeBatch
+
+    def streams():
+        return [stream_of(0, 2, 9), stream_of(1, 3, 5), stream_of(2, 1, 12), stream_of(3, 2, 7)]
+
+    alone = {}
+    for i, s in enumerate(streams()):
+        for (_, index), produced in decode_all(DecodeBatch(CountingDecoder()), {0: [s]}).items():
+            alone[(i, index)] = produced
+    assert len({len(v) for v in alone.values()}) > 1, "rows stop at different steps (eos or their limit)"
+    fresh = streams()
+    batch = DecodeBatch(CountingDecoder())
+    together = decode_all(batch, {0: [fresh[0], fresh[1]], 2: [fresh[2]], 4: [fresh[3]]})
+    assert {(fresh.index(s), i): v for (s, i), v in together.items()} == alone
+    assert batch._past is None and not batch._owners, "every row left"
+    fresh = streams()
+    batch = DecodeBatch(CountingDecoder())
+    partial = decode_all(batch, {0: fresh[:3]}, leave_at={2: [fresh[1]]})
+    for (s, i), produced in partial.items():
+        want = alone[(fresh.index(s), i)]
+        assert produced == (want[:2] if s is fresh[1] else want)

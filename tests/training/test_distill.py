@@ -5,21 +5,12 @@ import math
 import pytest
 import torch
 
-from training.distill import (
-    CheckpointTeacher,
-    DistillConfig,
-    EndpointTeacher,
-    KDSequence,
-    TeacherOutput,
-    distill_loss,
-    endpoint_label_probs,
-    run_distillation,
-    student_sequences,
-)
+from training.distill import DistillConfig, KDSequence, distill_loss, run_distillation, student_sequences
 from training.losses import label_kl
 from training.model_factory import build_tiny_qwen3
 from training.sft import SFTConfig, completion_hidden, sft_loss
 from training.sft_data import collate
+from training.teachers import CheckpointTeacher, EndpointTeacher, TeacherOutput, endpoint_label_probs
 
 
 def test_teacher_outputs_become_student_sequences(ctx, small_world):

@@ -67,13 +67,13 @@ def test_loop_records_targeted_error_per_round(small_world):
         config, probe, frozenset(), score, lambda pool: trained.append(len(pool)), lambda text: len(text.split())
     )
     first = result.rounds[0]
-    assert set(first["targets"]) <= set(LONG_TAIL) and first["targets"]
-    for row in first["targets"].values():
-        assert row["probe_error_before"] == 1.0 and row["probe_error_after"] == 0.0
-        assert row["variant_error_before"] == 1.0 and row["variant_error_after"] == 0.0
+    assert set(first.targets) <= set(LONG_TAIL) and first.targets
+    for row in first.targets.values():
+        assert row.probe_error_before == 1.0 and row.probe_error_after == 0.0
+        assert row.variant_error_before == 1.0 and row.variant_error_after == 0.0
     assert trained[0] == len([e for e in result.train if e.query_id.startswith("evo1")])
-    assert sum(first["accepted_per_operator"].values()) == 10 * len(first["targets"])
-    assert result.rounds[-1].get("note") or len(result.rounds) == 2  # round 2 finds nothing left to fix
+    assert sum(first.accepted_per_operator.values()) == 10 * len(first.targets)
+    assert result.rounds[-1].note or len(result.rounds) == 2  # round 2 finds nothing left to fix
     assert all(e.query_id.startswith("evo") for e in result.train + result.holdout)
 
 

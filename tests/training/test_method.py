@@ -6,8 +6,7 @@ from dataclasses import asdict
 import pytest
 
 from training.curriculum import CurriculumConfig, StageConfig
-from training.method import MethodConfig
-from training.pipeline import PRESETS, preset
+from training.presets import PRESETS, MethodConfig, preset
 from training.rl import RLConfig
 
 

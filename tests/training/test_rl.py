@@ -1,6 +1,7 @@
 """Stepwise-GRPO and mode-balanced optimisation: advantages and losses by hand, then real steps."""
 
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -113,3 +114,20 @@ def test_a_few_steps_move_every_trainable_parameter(ctx, small_world, sequences,
             assert not torch.equal(p[vocab], before[name][vocab]), name
         else:
             assert not torch.equal(p, before[name]), f"{name} did not move"
+
+
+def test_beta_adds_a_kl_to_the_frozen_starting_model(ctx, small_world, sequences, vocab, warm_model):
+    """beta > 0: each step measures k3 KL against the model as it was; the first step starts at 0."""
+    start = {n: p.detach().clone() for n, p in warm_model.named_parameters()}
+    prompts = rl_examples(small_world.train, sequences)
+    config = RLConfig(
+        steps=3, prompts_per_step=2, group_size=2, learning_rate=1e-2, max_new_tokens=40, lam=0.0, beta=0.5, seed=1
+    )
+    history = train_rl(warm_model, prompts, sequences, ctx, config, vocab).history
+    assert history[0]["kl"] == pytest.approx(0.0, abs=1e-6)  # the policy is the reference before the first update
+    assert all(h["kl"] >= 0 for h in history) and history[-1]["kl"] > 0  # it has moved away since
+    assert any(not torch.equal(p, start[n]) for n, p in warm_model.named_parameters())
+    plain = train_rl(warm_model, prompts, sequences, ctx, replace(config, beta=0.0, steps=1), vocab).history
+    assert math.isnan(plain[0]["kl"])  # no reference model without beta
+    with pytest.raises(ValueError, match="beta"):
+        RLConfig(beta=-0.1)

@@ -2,9 +2,8 @@
 
 import torch
 
-from training.model_eval import label_probs
+from training.evaluate.torch_model import TorchPredictor, label_probs
 from training.rollout import generate
-from training.torch_predict import TorchPredictor
 
 
 def test_batched_greedy_equals_single_and_label_probs_equal_the_score_graph(ctx, small_world, vocab, warm_model):

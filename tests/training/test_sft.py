@@ -1,3 +1,5 @@
+from dataclasses import replace
+
 import pytest
 import torch
 from tokenizers import Tokenizer
@@ -105,3 +107,16 @@ def test_training_is_deterministic(setup):
             train_sft(model, sequences, labels, SFTConfig(steps=4, batch_size=4, warmup_steps=1, seed=1), PAD).losses
         )
     assert runs[0] == runs[1]
+
+
+def test_gradient_checkpointing_trains_the_same_steps(sequences, small_spec, ctx):
+    """Checkpointing recomputes activations; the losses are those of the run that keeps them."""
+    config = SFTConfig(steps=3, batch_size=4, warmup_steps=1, learning_rate=1e-2, share_prefix=False)
+    plain = train_sft(build_tiny_qwen3(small_spec, seed=0), sequences, ctx.labels, config, ctx.pad_id).losses
+    checkpointed = replace(config, gradient_checkpointing=True)
+    again = train_sft(build_tiny_qwen3(small_spec, seed=0), sequences, ctx.labels, checkpointed, ctx.pad_id).losses
+    assert again == pytest.approx(plain, rel=1e-5)
+    with pytest.raises(ValueError, match="share_prefix=False"):
+        replace(config, share_prefix=True, gradient_checkpointing=True)
+    with pytest.raises(ValueError, match="num_attention_heads"):
+        replace(small_spec, hidden_size=33)

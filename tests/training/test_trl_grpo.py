@@ -9,6 +9,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from training.rl import RLConfig
+
 trl_grpo = pytest.importorskip("training.trl_grpo")
 
 
@@ -19,9 +21,10 @@ def _trainer(ctx, **args):
     trainer.num_generations = 2
     trainer.num_generations_eval = 2
     trainer.accelerator = SimpleNamespace(process_index=0, device=torch.device("cpu"))
-    trainer.args = SimpleNamespace(
-        step_weights=[1.0] * 5, lam=0.5, lam_final=None, lam_schedule="constant", expert_batch_size=2, **args
+    trainer.rl = RLConfig(
+        step_weights=(1.0,) * 5, lam=0.5, lam_final=None, lam_schedule="constant", expert_batch_size=2
     )
+    trainer.args = SimpleNamespace(**args)
     trainer._pieces = {}
     trainer._metrics = {"train": {"expert_nll": [], "lambda": []}}
     return trainer
@@ -76,5 +79,5 @@ def test_config_requires_the_per_sequence_token_mean(tmp_path):
     assert config.loss_type == "grpo"
     with pytest.raises(ValueError, match="loss_type"):
         trl_grpo.StepwiseGRPOConfig(output_dir=str(tmp_path), use_cpu=True, report_to="none", loss_type="bnpo")
-    with pytest.raises(ValueError, match="step_weights"):
-        trl_grpo.StepwiseGRPOConfig(output_dir=str(tmp_path), use_cpu=True, report_to="none", step_weights=[1.0])
+    with pytest.raises(ValueError, match="step_weights"):  # the RL stage's one config, for both engines
+        RLConfig(step_weights=(1.0,))

@@ -1,4 +1,4 @@
-"""Evaluate any grade predictor on world examples, and the explanations a model generates.
+"""Evaluate any grade predictor on examples, and the explanations a model generates.
 
 `predict(query, documents) -> list[GradeResult]` is all `grade_report` needs,
 so the same code measures the torch model during training and the exported

@@ -1,0 +1,45 @@
+"""The reference-KL penalty and the trl engine's grade-weighted SFT loss, against hand values."""
+
+import math
+
+import pytest
+import torch
+
+from training.losses import grade_weighted_lm_loss, k3_kl
+
+
+def test_k3_kl_hand_computed_and_zero_where_policy_and_reference_agree():
+    logps = torch.log(torch.tensor([[0.5, 0.25, 0.9]]))
+    ref = torch.log(torch.tensor([[0.25, 0.25, 0.1]]))
+    mask = torch.tensor([[1, 1, 0]])  # the third token is padding
+    # per token r - log r - 1 with r = ref / pi: token 0 r = 0.5, token 1 r = 1 (-> 0)
+    expected = ((0.5 - math.log(0.5) - 1) + 0.0) / 2
+    assert k3_kl(logps, ref, mask).item() == pytest.approx(expected, rel=1e-6)
+    assert k3_kl(logps, logps, torch.ones(1, 3)).item() == pytest.approx(0.0, abs=1e-7)
+    # never negative, and the gradient pushes the policy toward the reference
+    x = torch.log(torch.tensor([[0.5]])).requires_grad_()
+    value = k3_kl(x, torch.log(torch.tensor([[0.25]])), torch.ones(1, 1))
+    value.backward()
+    assert value.item() > 0 and x.grad.item() > 0  # lowering log pi (toward 0.25) lowers the penalty
+
+
+def test_k3_kl_averages_tokens_within_a_sequence_then_sequences():
+    logps = torch.zeros(2, 2)
+    ref = torch.tensor([[math.log(0.5), 0.0], [math.log(0.5), math.log(0.5)]])
+    mask = torch.tensor([[1, 1], [1, 1]])
+    k = 0.5 - math.log(0.5) - 1
+    assert k3_kl(logps, ref, mask).item() == pytest.approx((k / 2 + k) / 2, rel=1e-6)
+
+
+def test_grade_weighted_lm_loss_weights_the_first_completion_token():
+    # 1 row, 4 positions, vocabulary 3; labels: prompt (-100), grade token 2, token 0, padding (-100)
+    logits = torch.log(torch.tensor([[[0.2, 0.3, 0.5], [0.6, 0.2, 0.2], [0.1, 0.1, 0.8], [1 / 3, 1 / 3, 1 / 3]]]))
+    labels = torch.tensor([[-100, 2, 0, -100]])
+    # position 0 predicts the grade (p = 0.5), position 1 predicts token 0 (p = 0.6)
+    nll_grade, nll_next = -math.log(0.5), -math.log(0.6)
+    got = grade_weighted_lm_loss(logits, labels, grade_weight=3.0)
+    assert got.item() == pytest.approx((3 * nll_grade + nll_next) / 4, rel=1e-5)
+    # weight 1 is the plain completion mean; the trainer's token count replaces the weight sum
+    assert grade_weighted_lm_loss(logits, labels, 1.0).item() == pytest.approx((nll_grade + nll_next) / 2, rel=1e-5)
+    counted = grade_weighted_lm_loss(logits, labels, 3.0, num_items_in_batch=8)
+    assert counted.item() == pytest.approx((3 * nll_grade + nll_next) / 8, rel=1e-5)
