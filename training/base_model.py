@@ -40,7 +40,6 @@ memory (AdamW state for 2.4M parameters instead of 134.5M).
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -52,10 +51,10 @@ import torch
 from afrl.labels import DEFAULT_GRADES, LabelSet
 from afrl.progress import Progress
 from afrl.prompt import PromptEncoder, PromptTemplate
+from afrl.sidecar import SIDECAR_NAME, Sidecar
 
 logger = logging.getLogger(__name__)
 
-AFRL_CONFIG = "afrl.json"  # {"guideline": str, "label_values": [...]}, written beside trained checkpoints
 # The linear layers of a Llama / Qwen3 / Mistral decoder block: attention, then the gated MLP.
 DEFAULT_LORA_TARGETS: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 DTYPES = ("float32", "bfloat16", "float16")
@@ -103,7 +102,7 @@ class BaseModel:
     encoder: PromptEncoder  # over a copy of the fast tokenizer, i.e. the tokenizer.json serving loads
     labels: LabelSet
     guideline: str
-    afrl: dict[str, Any]  # the checkpoint's afrl.json ({} without one)
+    sidecar: Sidecar | None  # the checkpoint's afrl.json, None for a plain HF checkpoint
 
     @property
     def pad_id(self) -> int:
@@ -125,15 +124,16 @@ def load_base_model(
     source, gguf_file = _source(config.checkpoint, config.gguf_file)
     if gguf_file is None:
         _check_checkpoint(source)
-    afrl = {} if gguf_file else read_afrl_config(source)
-    if guideline is None:
-        guideline = afrl.get("guideline")
+    sidecar = None if gguf_file else read_checkpoint_sidecar(source)
+    if guideline is None and sidecar is not None:
+        guideline = sidecar.guideline
     if not guideline:
         from training.world import guideline_text
 
         guideline = guideline_text()
     tokenizer = load_tokenizer(source, gguf_file)
-    labels = label_set(tokenizer, label_values or afrl.get("label_values") or DEFAULT_GRADES, config.checkpoint)
+    values = label_values or (sidecar.label_values if sidecar else DEFAULT_GRADES)
+    labels = label_set(tokenizer, values, config.checkpoint)
     template = prompt_template(tokenizer, guideline, config.checkpoint)
     model = load_model(source, gguf_file, getattr(torch, config.dtype))
     if config.lora_rank:
@@ -148,7 +148,7 @@ def load_base_model(
         encoder=PromptEncoder(template, _serving_tokenizer(tokenizer)),
         labels=labels,
         guideline=guideline,
-        afrl=afrl,
+        sidecar=sidecar,
     )
 
 
@@ -180,17 +180,17 @@ def _check_checkpoint(checkpoint: str) -> None:
         raise BaseModelError(f"{checkpoint}: neither a checkpoint folder nor a reachable hub id ({first})") from None
 
 
-def read_afrl_config(checkpoint: str) -> dict[str, Any]:
-    """The checkpoint's afrl.json (folder or hub id); {} when it has none."""
+def read_checkpoint_sidecar(checkpoint: str) -> Sidecar | None:
+    """The afrl.json of a checkpoint folder or hub id; None when it has none."""
     from transformers.utils import cached_file
 
     path = cached_file(
         checkpoint,
-        AFRL_CONFIG,
+        SIDECAR_NAME,
         _raise_exceptions_for_missing_entries=False,
         _raise_exceptions_for_connection_errors=False,
     )
-    return json.loads(Path(path).read_text()) if path else {}
+    return Sidecar.read_file(Path(path)) if path else None
 
 
 def load_tokenizer(checkpoint: str, gguf_file: str | None = None, progress: Progress | None = None) -> Any:

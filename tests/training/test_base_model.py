@@ -8,7 +8,6 @@ and the serving engine (`pytest -m slow tests/training/test_base_model.py`).
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +16,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from afrl.sidecar import Sidecar
 from afrl.tokenizer_files import qwen3_tokenizer_dir
 from export.artifact import export_artifact
 from training.base_model import (
@@ -73,7 +73,7 @@ def last_logits(model: torch.nn.Module, ids: list[int]) -> torch.Tensor:
 
 def test_plain_checkpoint_lora_trains_merges_and_exports(plain_qwen3, tmp_path):
     base = load_base_model(BaseModelConfig(str(plain_qwen3), lora_rank=4), guideline=GUIDELINE)
-    assert is_lora(base.model) and base.afrl == {}
+    assert is_lora(base.model) and base.sidecar is None
     assert base.labels.values == [0, 1, 2, 3, 4] and base.labels.token_ids == [15, 16, 17, 18, 19]
     assert base.template.completion_end == "<|im_end|>" and base.eos_id == 151645
 
@@ -110,7 +110,7 @@ def test_plain_checkpoint_lora_trains_merges_and_exports(plain_qwen3, tmp_path):
 
 
 def test_afrl_json_gives_guideline_and_labels(plain_qwen3):
-    (plain_qwen3 / "afrl.json").write_text(json.dumps({"guideline": "Saved guideline.", "label_values": [0, 1, 2]}))
+    Sidecar(guideline="Saved guideline.", label_values=[0, 1, 2]).write(plain_qwen3)
     base = load_base_model(BaseModelConfig(str(plain_qwen3)))
     assert not is_lora(base.model)
     assert base.guideline == "Saved guideline." and base.template.guideline == "Saved guideline."
