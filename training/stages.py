@@ -16,11 +16,25 @@ Engines: `plain` is the CPU-fast loop of each stage's module; `trl` runs the sam
 TRL's trainers (SFTTrainer with completion-only loss, `training.trl_grpo.StepwiseGRPOTrainer`)
 for GPUs, launched through accelerate for several (configs/accelerate/README.md). Distillation
 has the plain engine only.
+
+Distributed: `accelerate launch --num_processes N [--config_file ...] $(which afrl) train sft|rl
+--engine trl ...` runs the command in every process (DDP, or FSDP / ZeRO-3 from an accelerate
+config; on CPU `--multi_gpu` with no GPU visible, since accelerate's `--cpu` starts one process).
+TRL's arguments are built before the weights load: creating them starts the process group (and,
+under DeepSpeed, registers the ZeRO-3 config) that `from_pretrained` consults, so with FSDP's
+`fsdp_cpu_ram_efficient_loading` only local rank 0 reads the weights (FSDP broadcasts them as it
+shards) and with `zero3_init_flag` each rank materialises only its partition. A fresh model (no
+`--base`) is built on every rank from the same seed. At the end every process calls the
+trainer's `save_model` (FSDP and ZeRO-3 gather the shards there), the main process writes the
+rest of the folder, all wait until it is whole, and the main process alone evaluates and writes
+`stage_report.json` (`processes` says how many trained; a sharded run has no test figures:
+`afrl eval` the folder).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -31,11 +45,17 @@ import torch
 from afrl.progress import Progress, say
 from training.curriculum import CurriculumConfig, run_stage
 from training.distill import DistillConfig, run_distillation
-from training.model_factory import build_tiny_qwen3
 from training.presets import PipelineConfig
 from training.report import Figures, StageReport
 from training.rl import RLConfig, train_rl
-from training.setup import TrainingData, TrainingSetup, load_training_data, starting_context, starting_model
+from training.setup import (
+    NotYetSupported,
+    TrainingData,
+    TrainingSetup,
+    load_training_data,
+    starting_context,
+    starting_model,
+)
 
 log = logging.getLogger(__name__)
 
@@ -71,14 +91,15 @@ def sft_stage(
     curriculum = (config.scaled(steps) if steps else config).resolved(len(data.train))
     configs = {"curriculum": curriculum}
     if engine == "trl":
-        from training.trl_sft import trl_sft
+        from training.trl_sft import sft_args, trl_sft
 
-        ctx = starting_context(base, data)
-        setup = TrainingSetup.build(data, ctx, preset.eval_examples)
-        # a checkpoint goes to TRL as a path: every process loads its own copy, as TRL expects
-        model = base or build_tiny_qwen3(preset.start_spec(), seed=curriculum.sft.seed)
-        trainer = trl_sft(model, data.train, ctx, run.out, curriculum.sft, curriculum.total_steps)
-        return _finish(run, "sft", engine, setup, configs, base or "random init", trainer=trainer)
+        args = sft_args(curriculum.sft, starting_context(base, data), run.out, curriculum.total_steps)
+        start = starting_model(base, preset.start_spec(), curriculum.sft.seed, data, lora_rank=curriculum.sft.lora_rank)
+        setup = TrainingSetup.build(data, start.ctx, preset.eval_examples)
+        trainer = trl_sft(start.model, args, data.train, start.ctx, curriculum.sft)
+        return _finish(
+            run, "sft", engine, setup, configs, start.source, trainer=trainer, history=trainer.state.log_history
+        )
     start = starting_model(base, preset.start_spec(), curriculum.sft.seed, data, lora_rank=curriculum.sft.lora_rank)
     setup = TrainingSetup.build(data, start.ctx, preset.eval_examples)
     labels, pad = setup.ctx.labels, setup.ctx.pad_id
@@ -106,27 +127,33 @@ def rl_stage(
     """
     _check_engine(engine)
     preset, data = run.preset, replace(run, guideline_file=None).load_data()
+    if use_vllm and engine != "trl":
+        raise ValueError("--use-vllm needs --engine trl (the plain loop samples with its own decoder)")
+    args = None
+    if engine == "trl":
+        from training.trl_grpo import grpo_args
+
+        args = grpo_args(config, run.out, use_vllm, vllm_mode)  # before the weights load (module docstring)
     start = starting_model(
         model, preset.start_spec(), config.seed, data, keep_guideline=True, lora_rank=config.lora_rank
     )
     setup = TrainingSetup.build(data, start.ctx, preset.eval_examples)
     configs = {"rl": config}
-    if engine == "trl":
-        from training.trl_grpo import StepwiseGRPOTrainer, expert_pairs, grpo_args, trl_dataset
+    if args is not None:
+        from training.trl_grpo import StepwiseGRPOTrainer, expert_pairs, trl_dataset
+        from training.trl_sft import run_trainer
 
         template = setup.ctx.encoder.template
         trainer = StepwiseGRPOTrainer(
             model=start.model,
-            args=grpo_args(config, run.out, use_vllm, vllm_mode),
+            args=args,
             train_dataset=trl_dataset(data.train, template),
             processing_class=setup.ctx.hf_tokenizer,
             rl=config,
             expert=expert_pairs([e for e in data.train if e.long_tail], template, setup.ctx.labels),
         )
-        trainer.train()
+        run_trainer(trainer)
         return _finish(run, "rl", engine, setup, configs, model, trainer=trainer, history=trainer.state.log_history)
-    if use_vllm:
-        raise ValueError("--use-vllm needs --engine trl (the plain loop samples with its own decoder)")
     result = train_rl(start.model, setup.rl_prompts(), setup.expert(), setup.ctx, config, setup.vocab, run.progress)
     return _finish(run, "rl", engine, setup, configs, model, model=start.model, history=result.history)
 
@@ -178,6 +205,20 @@ def distill_stage(
 def _check_engine(engine: str) -> None:
     if engine not in ENGINES:
         raise ValueError(f"engine {engine!r}: choose from {', '.join(ENGINES)}")
+    if engine == "trl" and _one_of_many_cpu_processes():
+        log.warning(
+            "accelerate launch --cpu starts ONE process whatever --num_processes says (accelerate runs several "
+            "CPU processes only through mpirun); for N CPU processes over gloo: "
+            "CUDA_VISIBLE_DEVICES= accelerate launch --multi_gpu --num_processes N $(which afrl) train ..."
+        )
+
+
+def _one_of_many_cpu_processes() -> bool:
+    """Started by `accelerate launch --cpu --num_processes N` (N > 1): its simple launcher sets the
+    rendezvous address for N processes, then starts one, without torchrun's WORLD_SIZE."""
+    env = os.environ
+    cpu = env.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true")
+    return cpu and "MASTER_PORT" in env and "WORLD_SIZE" not in env and "OMPI_COMM_WORLD_SIZE" not in env
 
 
 def _finish(
@@ -191,18 +232,21 @@ def _finish(
     trainer: Any = None,
     **fields: Any,
 ) -> StageReport:
-    """Save the checkpoint (through the TRL trainer when there is one: it gathers sharded weights), then test it."""
+    """Save the checkpoint (through the TRL trainer when there is one: it gathers sharded weights), then test it.
+
+    In a multi-process run every process saves and waits; the main process alone tests and reports.
+    """
     report = StageReport(stage, engine, str(run.out), setup.data.source, start, test=None, **fields)
     if trainer is not None:
-        trainer.save_model(str(run.out))
+        report.processes = trainer.accelerator.num_processes
+        model = _save_trained(trainer, setup, run.out, configs)
         if not trainer.accelerator.is_main_process:
             return report
-        setup.save(None, run.out, configs)
-        if trainer.accelerator.num_processes > 1:  # a sharded model: evaluate the saved folder with `afrl eval`
+        if model is None:
+            log.info("%s: sharded weights; measure %s with `afrl eval`", stage, run.out)
             report.seconds = time.perf_counter() - run.started
             report.write(run.out / "stage_report.json")
             return report
-        model = trainer.model
     else:
         setup.save(model, run.out, configs)
     if model is None:
@@ -213,3 +257,34 @@ def _finish(
     report.write(run.out / "stage_report.json")
     log.info("%s: test accuracy %.3f -> %s", stage, report.test.accuracy, run.out)
     return report
+
+
+def _save_trained(trainer: Any, setup: TrainingSetup, out: Path, configs: dict[str, Any]) -> torch.nn.Module | None:
+    """Write the trainer's model as one checkpoint folder, from every process; the model to test, on the main one.
+
+    None: not the main process, or the weights are sharded (FSDP, ZeRO-3) and no process holds them whole.
+    """
+    from accelerate.utils import DistributedType
+
+    accelerator = trainer.accelerator
+    sharded = accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
+    model = accelerator.unwrap_model(trainer.model)
+    if hasattr(model, "merge_and_unload"):  # LoRA: the trainer would save the adapters alone
+        if sharded:
+            raise NotYetSupported("--lora-rank under FSDP or DeepSpeed: merging sharded adapters; use DDP")
+        if accelerator.is_main_process:
+            model = model.merge_and_unload()
+            setup.save(model, out, configs)
+    else:
+        trainer.save_model(str(out))  # every process: the sharded engines gather here; the main process writes
+        if accelerator.is_main_process:
+            setup.save(None, out, configs)  # tokenizer, afrl.json, the stage's config
+    accelerator.wait_for_everyone()  # no process is done before the folder is whole
+    if not accelerator.is_main_process:
+        return None
+    if not any((out / name).is_file() for name in ("model.safetensors", "model.safetensors.index.json")):
+        raise RuntimeError(
+            f"{out}: the trainer saved no full weights; in the accelerate config set fsdp_state_dict_type: "
+            "FULL_STATE_DICT (FSDP) or zero3_save_16bit_model: true (DeepSpeed)"
+        )
+    return None if sharded else model

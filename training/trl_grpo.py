@@ -66,10 +66,15 @@ class StepwiseGRPOConfig(GRPOConfig):
 
 
 def grpo_args(rl: RLConfig, out: Path, use_vllm: bool = False, vllm_mode: str = "colocate") -> StepwiseGRPOConfig:
-    """TRL's arguments for the RL stage's config: one group of `group_size` completions per prompt."""
+    """TRL's arguments for the RL stage's config: one group of `group_size` completions per prompt.
+
+    Under `accelerate launch --num_processes N` each process samples `prompts_per_step` prompts'
+    groups (TRL's `per_device_train_batch_size`): a step sees N x prompts_per_step prompts. Build
+    these before loading the model: they start the process group `from_pretrained` consults.
+    """
     cuda = torch.cuda.is_available()
     return StepwiseGRPOConfig(
-        output_dir=str(out / "trl"),
+        output_dir=str(out),  # save_strategy "no": written only by save_model, the one checkpoint
         max_steps=rl.steps,
         per_device_train_batch_size=rl.prompts_per_step * rl.group_size,
         num_generations=rl.group_size,
@@ -81,6 +86,7 @@ def grpo_args(rl: RLConfig, out: Path, use_vllm: bool = False, vllm_mode: str = 
         epsilon=rl.clip_eps,
         beta=rl.beta,
         gradient_checkpointing=rl.gradient_checkpointing is not False,  # TRL's default: on
+        gradient_checkpointing_kwargs={"use_reentrant": False},  # works under DDP; transformers' default is reentrant
         use_vllm=use_vllm,
         vllm_mode=vllm_mode,
         bf16=cuda,

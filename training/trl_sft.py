@@ -8,10 +8,17 @@ full vocabulary, the grade token weighted `SFTConfig.grade_weight`
 the LM head is not the bottleneck, and SFTTrainer brings accelerate (DDP,
 FSDP, ZeRO-3), packing and checkpointing. The stage's config is the same
 `SFTConfig` the plain loop reads; `sft_args` derives TRL's arguments from it.
+
+Under `accelerate launch --num_processes N`, `batch_size` is per process
+(TRL's `per_device_train_batch_size`): a step sees N x batch_size sequences.
+Build the arguments (`sft_args`) before loading the model: they start the
+process group, which `from_pretrained` consults (`training.stages`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import sys
 from pathlib import Path
 
 import torch
@@ -42,7 +49,7 @@ def sft_args(config: SFTConfig, ctx: TrainingContext, out: Path, steps: int):
 
     cuda = torch.cuda.is_available()
     return TRLSFTConfig(
-        output_dir=str(out / "trl"),
+        output_dir=str(out),  # save_strategy "no": written only by save_model, the one checkpoint
         max_steps=steps,
         per_device_train_batch_size=config.batch_size,
         learning_rate=config.learning_rate,
@@ -51,6 +58,8 @@ def sft_args(config: SFTConfig, ctx: TrainingContext, out: Path, steps: int):
         weight_decay=config.weight_decay,
         max_grad_norm=config.grad_clip,
         gradient_checkpointing=config.gradient_checkpointing is not False,  # TRL's default: on
+        # non-reentrant: works under DDP and with frozen (LoRA) embeddings; transformers' default is reentrant
+        gradient_checkpointing_kwargs={"use_reentrant": False},
         completion_only_loss=True,
         eos_token=ctx.encoder.template.completion_end,
         max_length=1024,
@@ -63,19 +72,29 @@ def sft_args(config: SFTConfig, ctx: TrainingContext, out: Path, steps: int):
     )
 
 
-def trl_sft(model, examples, ctx: TrainingContext, out: Path, config: SFTConfig, steps: int):
-    """Train `model` (a model or a checkpoint path/hub id) for `steps` steps; returns the trainer."""
+def trl_sft(model, args, examples, ctx: TrainingContext, config: SFTConfig):
+    """Train `model` for `args.max_steps` steps (`args` from `sft_args`); returns the trainer."""
     from trl import SFTTrainer
 
     def weighted(outputs, labels, num_items_in_batch=None):
         return grade_weighted_lm_loss(outputs.logits, labels, config.grade_weight, num_items_in_batch)
 
+    if not args.distributed_state.is_main_process:
+        import datasets
+
+        datasets.disable_progress_bars()  # every process tokenizes the data; one progress bar is enough
     trainer = SFTTrainer(
         model=model,
-        args=sft_args(config, ctx, out, steps),
+        args=args,
         train_dataset=prompt_completion_dataset(examples, ctx),
         processing_class=ctx.hf_tokenizer,
         compute_loss_func=weighted if config.grade_weight != 1.0 else None,
     )
-    trainer.train()
+    return run_trainer(trainer)
+
+
+def run_trainer(trainer):
+    """`trainer.train()` with its log lines on stderr: a command's stdout holds its result alone."""
+    with contextlib.redirect_stdout(sys.stderr):  # transformers' ProgressCallback writes each log dict to stdout
+        trainer.train()
     return trainer

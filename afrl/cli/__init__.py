@@ -30,8 +30,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
+    from afrl.cli.output import is_main_process
+
+    logging.basicConfig(  # the other processes of `accelerate launch` log warnings only
+        level=logging.DEBUG if args.verbose else logging.INFO if is_main_process() else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     from afrl.manifest import ArtifactError

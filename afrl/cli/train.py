@@ -13,6 +13,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from afrl.cli.output import is_main_process, rank_zero_unless
 from afrl.cli.output import progress as _progress
 
 PRESET_NAMES = ("ci", "tiny", "default")  # training.presets.PRESETS, named here so --help needs no torch
@@ -82,7 +83,7 @@ def cmd_train_sft(args: argparse.Namespace) -> int:
     run = _stage_run(args)
     config = resolve(run.preset.sft_stage_config(), args.config, {"sft": _sft_flags(args)})
     report = sft_stage(run, config, base=args.base, steps=args.steps, engine=args.engine)
-    print(json.dumps(_stage_summary(report), indent=2))
+    _print_summary(report)
     return 0
 
 
@@ -113,7 +114,7 @@ def cmd_train_rl(args: argparse.Namespace) -> int:
     report = rl_stage(
         run, config, model=args.model, engine=args.engine, use_vllm=args.use_vllm, vllm_mode=args.vllm_mode
     )
-    print(json.dumps(_stage_summary(report), indent=2))
+    _print_summary(report)
     return 0
 
 
@@ -136,7 +137,7 @@ def cmd_train_distill(args: argparse.Namespace) -> int:
         },
     )
     report = distill_stage(run, config, teacher=args.teacher, student=args.student, steps=args.steps)
-    print(json.dumps(_stage_summary(report), indent=2))
+    _print_summary(report)
     return 0
 
 
@@ -160,8 +161,21 @@ def _sft_flags(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def _trl_engine(args: argparse.Namespace) -> bool:
+    return bool(args.engine == "trl")  # TRL's trainers distribute under accelerate launch; the plain loops do not
+
+
+def _never(args: argparse.Namespace) -> bool:
+    return False
+
+
+def _print_summary(report: Any) -> None:
+    if is_main_process():  # the other processes of `accelerate launch` report nothing
+        print(json.dumps(_stage_summary(report), indent=2))
+
+
 def _stage_summary(report: Any) -> dict[str, Any]:
-    """What a stage command prints: the test figures (None for a multi-process run) and where it saved."""
+    """What a stage command prints: the test figures (None for a sharded run) and where it saved."""
     test = report.test
     keys = ("accuracy", "head_accuracy", "long_tail_accuracy", "macro_f1", "mean_label_entropy")
     explanation_keys = ("format_validity", "first_token_conclusion_agreement", "decisive_rule_recall")
@@ -171,6 +185,7 @@ def _stage_summary(report: Any) -> dict[str, Any]:
         "test": None if test is None else {k: getattr(test, k) for k in keys},
         "explanations": None if test is None else {k: getattr(test, k) for k in explanation_keys},
         "seconds": report.seconds,
+        "processes": report.processes,
     }
 
 
@@ -212,7 +227,7 @@ def register(sub: Any) -> None:
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--queries", type=int, default=2000)
     d.add_argument("--docs-per-query", type=int, default=10)
-    d.set_defaults(func=cmd_train_data)
+    d.set_defaults(func=rank_zero_unless(_never, cmd_train_data))
     pl = tsub.add_parser("pipeline", help="the whole method (ci, tiny) or SFT only (default) -> export -> report")
     pl.add_argument(
         "--preset",
@@ -227,7 +242,7 @@ def register(sub: Any) -> None:
     pl.add_argument("--guideline-file", help="the guideline text (default: the data's guideline)")
     pl.add_argument("--seed", type=int, help="world seed override")
     pl.add_argument("--threads", type=int, help="torch intra-op threads (default: the preset's)")
-    pl.set_defaults(func=cmd_train_pipeline)
+    pl.set_defaults(func=rank_zero_unless(_never, cmd_train_pipeline))
 
     sf = tsub.add_parser("sft", help="curriculum SFT (head rules, then long tail) -> checkpoint")
     _data_flags(sf, "tiny")
@@ -239,7 +254,7 @@ def register(sub: Any) -> None:
     _optimizer_flags(sf, "sequences per step")
     sf.add_argument("--epochs", type=float, help="passes over the training data instead of --steps")
     sf.add_argument("--engine", choices=ENGINES, default="plain", help="plain loop (CPU) or TRL SFTTrainer (GPU)")
-    sf.set_defaults(func=cmd_train_sft)
+    sf.set_defaults(func=rank_zero_unless(_trl_engine, cmd_train_sft))
 
     rl = tsub.add_parser("rl", help="Stepwise-GRPO + lambda x SFT (mode-balanced) from a checkpoint")
     _data_flags(rl, "tiny")
@@ -261,7 +276,7 @@ def register(sub: Any) -> None:
     )
     rl.add_argument("--use-vllm", action="store_true", help="trl engine: rollouts from vLLM")
     rl.add_argument("--vllm-mode", choices=["colocate", "server"], default="colocate")
-    rl.set_defaults(func=cmd_train_rl)
+    rl.set_defaults(func=rank_zero_unless(_trl_engine, cmd_train_rl))
 
     ds = tsub.add_parser("distill", help="teacher (checkpoint or OpenAI-compatible endpoint) -> smaller student")
     _data_flags(ds, "tiny")
@@ -275,4 +290,4 @@ def register(sub: Any) -> None:
     _optimizer_flags(ds, "student sequences per step")
     ds.add_argument("--epochs", type=float, help="passes over the teacher's outputs instead of --steps")
     ds.add_argument("--max-new-tokens", type=int, help="teacher completion cap")
-    ds.set_defaults(func=cmd_train_distill)
+    ds.set_defaults(func=rank_zero_unless(_never, cmd_train_distill))

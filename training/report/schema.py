@@ -151,7 +151,7 @@ class StageReport:
     checkpoint: str
     data: str
     start: str  # what the stage started from (a checkpoint, or a random init)
-    test: Figures | None  # None: a multi-process run; measure the folder with `afrl eval`
+    test: Figures | None  # None: a sharded (FSDP, ZeRO-3) run; measure the folder with `afrl eval`
     evaluation: dict | None = None  # the full evaluation document
     losses: list[float] = field(default_factory=list)
     history: list[dict[str, Any]] = field(default_factory=list)
@@ -159,6 +159,7 @@ class StageReport:
     sequences: int | None = None  # distill: teacher outputs learned from
     dropped: dict[str, int] = field(default_factory=dict)  # distill: teacher outputs left out, per reason
     seconds: float = 0.0
+    processes: int = 1  # training processes (`accelerate launch --num_processes`; the trl engine)
 
     def write(self, path: Path) -> Path:
         path.write_text(json.dumps(asdict(self), indent=2, default=str))
