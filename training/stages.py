@@ -35,7 +35,7 @@ from training.model_factory import build_tiny_qwen3
 from training.presets import PipelineConfig
 from training.report import Figures, StageReport
 from training.rl import RLConfig, train_rl
-from training.setup import TrainingData, TrainingSetup, load_training_data, starting_context, starting_model
+from training.setup import TrainingData, TrainingSetup, load_training_data, merged, starting_context, starting_model
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +73,8 @@ def sft_stage(
     if engine == "trl":
         from training.trl_sft import trl_sft
 
+        if curriculum.sft.lora_rank:
+            raise ValueError("--lora-rank needs --engine plain (the trl engine trains all weights)")
         ctx = starting_context(base, data)
         setup = TrainingSetup.build(data, ctx, preset.eval_examples)
         # a checkpoint goes to TRL as a path: every process loads its own copy, as TRL expects
@@ -203,7 +205,8 @@ def _finish(
             report.write(run.out / "stage_report.json")
             return report
         model = trainer.model
-    else:
+    elif model is not None:
+        model = merged(model)  # LoRA adapters folded in: what is saved and tested is a plain checkpoint
         setup.save(model, run.out, configs)
     if model is None:
         raise TypeError("_finish needs the trained model or the TRL trainer that holds it")
