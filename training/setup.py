@@ -240,12 +240,8 @@ def starting_model(
     lora_rank > 0: peft adapters of that rank on the checkpoint (only they train); a fresh model
     has nothing pretrained to adapt and is refused.
     """
+    check_lora(checkpoint, lora_rank)
     if checkpoint is None:
-        if lora_rank:
-            raise ValueError(
-                f"--lora-rank {lora_rank} adapts a pretrained model: give --base CHECKPOINT "
-                "(a model trained from scratch trains all its weights)"
-            )
         ctx = starting_context(None, data)
         return StartingModel(build_tiny_qwen3(spec, seed=seed), ctx, f"random init ({spec.hidden_size}-wide Qwen3)")
     from training.base_model import wrap_lora
@@ -260,6 +256,15 @@ def starting_model(
     if lora_rank:
         model = wrap_lora(model, lora_rank)
     return StartingModel(model, ctx, str(checkpoint))
+
+
+def check_lora(checkpoint: str | None, lora_rank: int, flag: str = "--base") -> None:
+    """LoRA adapts a pretrained checkpoint; a fresh model (checkpoint None) has nothing to adapt."""
+    if lora_rank and checkpoint is None:
+        raise ValueError(
+            f"--lora-rank {lora_rank} adapts a pretrained model: give {flag} CHECKPOINT "
+            "(a model trained from scratch trains all its weights)"
+        )
 
 
 def pretrained_sft(sft: SFTConfig, preset_sft: SFTConfig, checkpoint: str | None) -> SFTConfig:

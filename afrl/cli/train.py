@@ -77,12 +77,13 @@ def cmd_train_pipeline(args: argparse.Namespace) -> int:
 
 def cmd_train_sft(args: argparse.Namespace) -> int:
     from training.configs import resolve
-    from training.setup import pretrained_sft
+    from training.setup import check_lora, pretrained_sft
     from training.stages import sft_stage
 
     run = _stage_run(args)
     default = run.preset.sft_stage_config()
     config = resolve(default, args.config, {"sft": _sft_flags(args)})
+    check_lora(args.base, config.sft.lora_rank)
     config = replace(config, sft=pretrained_sft(config.sft, default.sft, args.base))
     report = sft_stage(run, config, base=args.base, steps=args.steps, engine=args.engine)
     print(json.dumps(_stage_summary(report), indent=2))
@@ -122,7 +123,7 @@ def cmd_train_rl(args: argparse.Namespace) -> int:
 
 def cmd_train_distill(args: argparse.Namespace) -> int:
     from training.configs import resolve
-    from training.setup import pretrained_sft
+    from training.setup import check_lora, pretrained_sft
     from training.stages import distill_stage
 
     run = _stage_run(args)
@@ -140,6 +141,7 @@ def cmd_train_distill(args: argparse.Namespace) -> int:
             "teacher_api_key_env": args.api_key_env,
         },
     )
+    check_lora(args.student, config.sft.lora_rank, "--student")
     config = replace(config, sft=pretrained_sft(config.sft, default.sft, args.student))
     report = distill_stage(run, config, teacher=args.teacher, student=args.student, steps=args.steps)
     print(json.dumps(_stage_summary(report), indent=2))

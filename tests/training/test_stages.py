@@ -81,7 +81,7 @@ def test_distill_from_an_endpoint_teacher_sends_the_key(small_ci, tmp_path, caps
         (("sft", "--lora-rank", "8"), "--lora-rank 8 adapts a pretrained model: give --base"),
         (("sft", "--lr", "3"), "learning_rate 3.0 is outside"),
         (("sft", "--base", "tests/data/bookstore"), "the folder has no config.json"),
-        (("sft", "--base", "tests/data/missing"), "no such checkpoint folder"),
+        (("sft", "--base", "tests/data/missing"), "neither a checkpoint folder nor a reachable hub id"),
         (("distill",), "give exactly one teacher"),
         (("sft", "--config", "missing.yaml"), "no such file"),
     ],
