@@ -16,9 +16,15 @@ dataset folder or file read and checked by `afrl.dataset` (`--data`,
 through `from_dataset`, which takes any Dataset-like object with `train`,
 `dev`, `test` lists of examples and a `guideline`).
 
-Models: `starting_model` builds the preset's tiny Qwen3 from scratch or
-loads an afrl checkpoint (one with `afrl.json`); plain Hugging Face
-checkpoints and LoRA plug in there (`NotYetSupported` until then).
+Models: `starting_model` builds the preset's tiny Qwen3 from scratch, loads
+an afrl checkpoint (a folder with `afrl.json`: its tokenizer, guideline and
+label values), or any other Hugging Face causal LM, folder or hub id, through
+`training.base_model` (its own tokenizer and chat template, every label checked
+to be one token of it, the data's guideline and labels). `lora_rank` wraps the
+loaded model in peft adapters; `TrainingSetup.save` merges them, so the saved
+checkpoint is a plain one with its `afrl.json`. A plain checkpoint is
+pretrained: `pretrained_sft` gives it a learning rate for that when the
+preset's (tuned from scratch) is still in place.
 """
 
 from __future__ import annotations
@@ -36,11 +42,12 @@ import torch
 from afrl.dataset import SPLITS, Example
 from afrl.labels import DEFAULT_GRADES
 from afrl.progress import Progress, say
-from afrl.sidecar import SIDECAR_NAME, read_sidecar
+from afrl.sidecar import read_sidecar, sidecar_path
 from training.context import TrainingContext, checkpoint_context, save_checkpoint
 from training.distill import DistillConfig
 from training.model_factory import TinyQwen3Spec, build_tiny_qwen3, load_causal_lm
 from training.rl import RLExample, rl_examples
+from training.sft import SFTConfig
 from training.sft_data import SFTSequence
 from training.teachers import CheckpointTeacher, EndpointTeacher, Teacher
 from training.world import build_world, guideline_text
@@ -48,8 +55,10 @@ from training.world import build_world, guideline_text
 log = logging.getLogger(__name__)
 
 
-class NotYetSupported(ValueError):
-    """An option the command line accepts whose implementation has not landed yet; the message says which."""
+# Peak learning rates for a pretrained checkpoint: the presets' 4e-3 is tuned for a tiny Qwen3 from
+# scratch and wrecks a pretrained model within a few steps. LoRA adapters start at zero and want more.
+PRETRAINED_LEARNING_RATE = 1e-5
+PRETRAINED_LORA_LEARNING_RATE = 2e-4
 
 
 # data -------------------------------------------------------------------------------------------
@@ -167,29 +176,54 @@ class StartingModel:
     source: str  # the checkpoint folder, or "random init (...)"
 
 
+def is_afrl_checkpoint(checkpoint: str | None) -> bool:
+    """A checkpoint folder that afrl training wrote (it has `afrl.json`); None (random init) is not one."""
+    return checkpoint is not None and sidecar_path(Path(checkpoint)).is_file()
+
+
 def starting_context(checkpoint: str | None, data: TrainingData, keep_guideline: bool = False) -> TrainingContext:
     """The context of `checkpoint` (None: Qwen3's tokenizer, for a fresh tiny Qwen3), without loading weights.
 
-    The prompt carries `data.guideline`, except with `keep_guideline` (RL: the checkpoint's own).
+    The prompt carries `data.guideline`, except with `keep_guideline` (RL: an afrl checkpoint's own;
+    a plain checkpoint has none and takes the data's). A plain checkpoint (folder or hub id without
+    afrl.json) brings its own tokenizer and chat template; each grade must be one token of it.
     """
     if checkpoint is None:
         return TrainingContext.create(guideline=data.guideline, label_values=data.label_values)
-    path = Path(checkpoint)
-    if not path.is_dir():
-        raise NotYetSupported(f"{checkpoint}: not a folder; hub ids are not yet supported, pass a checkpoint folder")
-    sidecar = read_sidecar(path)
-    if sidecar is None:
-        # Wiring: a plain Hugging Face causal LM (its own tokenizer and chat template) loads here.
-        raise NotYetSupported(
-            f"{checkpoint}: a Hugging Face checkpoint without {SIDECAR_NAME} is not yet supported; "
-            "pass a checkpoint that afrl training wrote"
-        )
+    if not is_afrl_checkpoint(checkpoint):
+        return _plain_context(checkpoint, data)
+    sidecar = read_sidecar(Path(checkpoint))
+    assert sidecar is not None
     if tuple(sidecar.label_values) != tuple(data.label_values):
         raise ValueError(
             f"{checkpoint} grades {list(sidecar.label_values)} but the data grades {list(data.label_values)}: "
             "give the data a labels.json with the checkpoint's values"
         )
-    return checkpoint_context(path, None if keep_guideline else data.guideline)
+    return checkpoint_context(checkpoint, None if keep_guideline else data.guideline)
+
+
+def _plain_context(checkpoint: str, data: TrainingData) -> TrainingContext:
+    """Tokenizer, chat-template prompt and label set of a plain Hugging Face checkpoint (no weights loaded)."""
+    from afrl.prompt import PromptEncoder
+    from training.base_model import (
+        BaseModelError,
+        _check_checkpoint,
+        _serving_tokenizer,
+        label_set,
+        load_tokenizer,
+        prompt_template,
+    )
+
+    _check_checkpoint(checkpoint)
+    folder = Path(checkpoint)
+    if folder.is_dir() and not any((folder / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json")):
+        raise BaseModelError(
+            f"{checkpoint}: the folder has no tokenizer (tokenizer.json); save the tokenizer beside it"
+        )
+    tokenizer = load_tokenizer(checkpoint)
+    labels = label_set(tokenizer, data.label_values, checkpoint)
+    template = prompt_template(tokenizer, data.guideline, checkpoint)
+    return TrainingContext(tokenizer, PromptEncoder(template, _serving_tokenizer(tokenizer)), labels, data.guideline)
 
 
 def starting_model(
@@ -201,14 +235,51 @@ def starting_model(
     keep_guideline: bool = False,
     lora_rank: int = 0,
 ) -> StartingModel:
-    """A fresh tiny Qwen3 of `spec` (checkpoint None; `seed` sets its init) or a checkpoint folder's weights."""
-    if lora_rank:
-        # Wiring: peft adapters of this rank on the loaded model, merged when the checkpoint is saved.
-        raise NotYetSupported(f"--lora-rank {lora_rank}: LoRA is not yet supported; train all weights (rank 0)")
-    ctx = starting_context(checkpoint, data, keep_guideline)
+    """A fresh tiny Qwen3 of `spec` (checkpoint None; `seed` sets its init) or a checkpoint's weights.
+
+    lora_rank > 0: peft adapters of that rank on the checkpoint (only they train); a fresh model
+    has nothing pretrained to adapt and is refused.
+    """
+    check_lora(checkpoint, lora_rank)
     if checkpoint is None:
+        ctx = starting_context(None, data)
         return StartingModel(build_tiny_qwen3(spec, seed=seed), ctx, f"random init ({spec.hidden_size}-wide Qwen3)")
-    return StartingModel(load_causal_lm(checkpoint).eval(), ctx, str(checkpoint))
+    from training.base_model import wrap_lora
+
+    ctx = starting_context(checkpoint, data, keep_guideline)
+    if is_afrl_checkpoint(checkpoint):
+        model = load_causal_lm(checkpoint).eval()
+    else:
+        from training.base_model import load_model
+
+        model = load_model(checkpoint).eval()
+    if lora_rank:
+        model = wrap_lora(model, lora_rank)
+    return StartingModel(model, ctx, str(checkpoint))
+
+
+def check_lora(checkpoint: str | None, lora_rank: int, flag: str = "--base") -> None:
+    """LoRA adapts a pretrained checkpoint; a fresh model (checkpoint None) has nothing to adapt."""
+    if lora_rank and checkpoint is None:
+        raise ValueError(
+            f"--lora-rank {lora_rank} adapts a pretrained model: give {flag} CHECKPOINT "
+            "(a model trained from scratch trains all its weights)"
+        )
+
+
+def pretrained_sft(sft: SFTConfig, preset_sft: SFTConfig, checkpoint: str | None) -> SFTConfig:
+    """`sft` with a pretrained model's learning rate when `checkpoint` is a plain Hugging Face one and
+    the learning rate is still the preset's (nothing set it: the preset's is tuned from scratch)."""
+    if checkpoint is None or is_afrl_checkpoint(checkpoint) or sft.learning_rate != preset_sft.learning_rate:
+        return sft
+    lr = PRETRAINED_LORA_LEARNING_RATE if sft.lora_rank else PRETRAINED_LEARNING_RATE
+    log.info(
+        "%s is pretrained: learning rate %g instead of the preset's %g (--lr sets it)",
+        checkpoint,
+        lr,
+        sft.learning_rate,
+    )
+    return replace(sft, learning_rate=lr)
 
 
 # the setup --------------------------------------------------------------------------------------
@@ -305,7 +376,8 @@ class TrainingSetup:
         return evaluate_model(model, self.ctx, self.test, self.train_grades, explain, self.vocab)
 
     def save(self, model: torch.nn.Module | None, folder: Path, configs: dict[str, Any]) -> Path:
-        return save_checkpoint(model, folder, self.ctx, configs)
+        """The checkpoint folder with its afrl.json; LoRA adapters are merged first (`merged` gives the model)."""
+        return save_checkpoint(None if model is None else merged(model), folder, self.ctx, configs)
 
     def write_data(self, folder: Path) -> None:
         """What the run trained and was measured on, as a dataset folder (`--data` reads it back)."""
@@ -313,3 +385,10 @@ class TrainingSetup:
 
         labels = DatasetLabels.default(self.data.label_values)
         write_dataset(folder, {split: getattr(self.data, split) for split in SPLITS}, self.data.guideline, labels)
+
+
+def merged(model: torch.nn.Module) -> torch.nn.Module:
+    """`model` with any LoRA adapters folded into its weights (the peft wrapper is spent afterwards)."""
+    from training.base_model import merge_lora
+
+    return merge_lora(model)

@@ -48,14 +48,7 @@ from training.distill import DistillConfig, run_distillation
 from training.presets import PipelineConfig
 from training.report import Figures, StageReport
 from training.rl import RLConfig, train_rl
-from training.setup import (
-    NotYetSupported,
-    TrainingData,
-    TrainingSetup,
-    load_training_data,
-    starting_context,
-    starting_model,
-)
+from training.setup import TrainingData, TrainingSetup, load_training_data, merged, starting_context, starting_model
 
 log = logging.getLogger(__name__)
 
@@ -247,7 +240,8 @@ def _finish(
             report.seconds = time.perf_counter() - run.started
             report.write(run.out / "stage_report.json")
             return report
-    else:
+    elif model is not None:
+        model = merged(model)  # LoRA adapters folded in: what is saved and tested is a plain checkpoint
         setup.save(model, run.out, configs)
     if model is None:
         raise TypeError("_finish needs the trained model or the TRL trainer that holds it")
@@ -271,7 +265,7 @@ def _save_trained(trainer: Any, setup: TrainingSetup, out: Path, configs: dict[s
     model = accelerator.unwrap_model(trainer.model)
     if hasattr(model, "merge_and_unload"):  # LoRA: the trainer would save the adapters alone
         if sharded:
-            raise NotYetSupported("--lora-rank under FSDP or DeepSpeed: merging sharded adapters; use DDP")
+            raise ValueError("--lora-rank under FSDP or DeepSpeed: merging sharded adapters; use DDP")
         if accelerator.is_main_process:
             model = model.merge_and_unload()
             setup.save(model, out, configs)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -78,10 +78,14 @@ def cmd_train_pipeline(args: argparse.Namespace) -> int:
 
 def cmd_train_sft(args: argparse.Namespace) -> int:
     from training.configs import resolve
+    from training.setup import check_lora, pretrained_sft
     from training.stages import sft_stage
 
     run = _stage_run(args)
-    config = resolve(run.preset.sft_stage_config(), args.config, {"sft": _sft_flags(args)})
+    default = run.preset.sft_stage_config()
+    config = resolve(default, args.config, {"sft": _sft_flags(args)})
+    check_lora(args.base, config.sft.lora_rank)
+    config = replace(config, sft=pretrained_sft(config.sft, default.sft, args.base))
     report = sft_stage(run, config, base=args.base, steps=args.steps, engine=args.engine)
     _print_summary(report)
     return 0
@@ -120,13 +124,15 @@ def cmd_train_rl(args: argparse.Namespace) -> int:
 
 def cmd_train_distill(args: argparse.Namespace) -> int:
     from training.configs import resolve
+    from training.setup import check_lora, pretrained_sft
     from training.stages import distill_stage
 
     run = _stage_run(args)
     if args.teacher_endpoint and not args.teacher_model:
         raise ValueError("--teacher-model is required with --teacher-endpoint")
+    default = run.preset.distill_stage_config()
     config = resolve(
-        run.preset.distill_stage_config(),
+        default,
         args.config,
         {
             "sft": _sft_flags(args),
@@ -136,6 +142,8 @@ def cmd_train_distill(args: argparse.Namespace) -> int:
             "teacher_api_key_env": args.api_key_env,
         },
     )
+    check_lora(args.student, config.sft.lora_rank, "--student")
+    config = replace(config, sft=pretrained_sft(config.sft, default.sft, args.student))
     report = distill_stage(run, config, teacher=args.teacher, student=args.student, steps=args.steps)
     _print_summary(report)
     return 0
@@ -247,7 +255,10 @@ def register(sub: Any) -> None:
     sf = tsub.add_parser("sft", help="curriculum SFT (head rules, then long tail) -> checkpoint")
     _data_flags(sf, "tiny")
     sf.add_argument(
-        "--base", "--init", help="checkpoint to start from (default: the preset's architecture at random init)"
+        "--base",
+        "--init",
+        help="folder or hub id of any Hugging Face causal LM, with or without afrl.json "
+        "(default: the preset's architecture at random init)",
     )
     sf.add_argument("--out", required=True, help="checkpoint folder to write")
     sf.add_argument("--guideline-file", help="the guideline text the model learns with (default: the data's)")
@@ -258,7 +269,7 @@ def register(sub: Any) -> None:
 
     rl = tsub.add_parser("rl", help="Stepwise-GRPO + lambda x SFT (mode-balanced) from a checkpoint")
     _data_flags(rl, "tiny")
-    rl.add_argument("--model", required=True, help="checkpoint folder to start from (and the KL reference)")
+    rl.add_argument("--model", required=True, help="checkpoint (folder or hub id) to start from, and the KL reference")
     rl.add_argument("--out", required=True, help="checkpoint folder to write")
     _optimizer_flags(rl, "prompts per step (each sampled --group-size times)")
     rl.add_argument("--group-size", type=int, help="completions sampled per prompt (the GRPO group, >= 2)")
@@ -280,11 +291,13 @@ def register(sub: Any) -> None:
 
     ds = tsub.add_parser("distill", help="teacher (checkpoint or OpenAI-compatible endpoint) -> smaller student")
     _data_flags(ds, "tiny")
-    ds.add_argument("--teacher", help="teacher checkpoint folder")
+    ds.add_argument("--teacher", help="teacher checkpoint (folder or hub id)")
     ds.add_argument("--teacher-endpoint", help="OpenAI-compatible base URL (e.g. http://host:8000/v1)")
     ds.add_argument("--teacher-model", help="model name at the endpoint")
     ds.add_argument("--api-key-env", help="environment variable holding the endpoint key (default OPENAI_API_KEY)")
-    ds.add_argument("--student", help="student checkpoint to start from (default: the preset's student, random init)")
+    ds.add_argument(
+        "--student", help="student checkpoint (folder or hub id; default: the preset's student, random init)"
+    )
     ds.add_argument("--out", required=True, help="student checkpoint folder to write")
     ds.add_argument("--guideline-file", help="the guideline text the student learns with (default: the data's)")
     _optimizer_flags(ds, "student sequences per step")

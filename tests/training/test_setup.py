@@ -1,25 +1,33 @@
 """The one setup every training command shares: data sources, starting models, pools, teachers."""
 
 import json
+from dataclasses import replace
 from types import SimpleNamespace
 
 import pytest
+from transformers import AutoTokenizer
 
 from afrl.dataset import DatasetError
 from afrl.sidecar import Sidecar, SidecarError, read_sidecar
+from afrl.tokenizer_files import qwen3_tokenizer_dir
+from training.base_model import BaseModelError, is_lora
 from training.context import checkpoint_context, load_checkpoint, save_checkpoint
 from training.distill import DistillConfig
 from training.model_factory import build_tiny_qwen3
 from training.presets import preset
 from training.rl import RLConfig
 from training.setup import (
-    NotYetSupported,
+    PRETRAINED_LEARNING_RATE,
+    PRETRAINED_LORA_LEARNING_RATE,
     TrainingSetup,
     from_dataset,
     generated_world,
+    is_afrl_checkpoint,
     load_training_data,
+    pretrained_sft,
     starting_model,
 )
+from training.sft import SFTConfig
 from training.teachers import CheckpointTeacher, EndpointTeacher
 
 BOOKSTORE = "tests/data/bookstore"
@@ -98,14 +106,39 @@ def test_starting_models_fresh_from_a_checkpoint_or_refused_with_the_reason(worl
     other = world.with_guideline("Another guideline.")
     assert starting_model(str(folder), small_spec, 0, other).ctx.guideline == "Another guideline."
     assert starting_model(str(folder), small_spec, 0, other, keep_guideline=True).ctx.guideline == world.guideline
-    plain = tmp_path / "plain"
-    fresh.model.save_pretrained(plain)  # a Hugging Face folder without afrl.json
-    with pytest.raises(NotYetSupported, match="without afrl.json is not yet supported"):
-        starting_model(str(plain), small_spec, 0, world)
-    with pytest.raises(NotYetSupported, match="hub ids are not yet supported"):
-        starting_model("Qwen/Qwen3-0.6B", small_spec, 0, world)
-    with pytest.raises(NotYetSupported, match="LoRA is not yet supported"):
+    with pytest.raises(ValueError, match="--lora-rank 8 adapts a pretrained model: give --base"):
         starting_model(None, small_spec, 0, world, lora_rank=8)
+    with pytest.raises(BaseModelError, match="no config.json"):
+        starting_model(str(tmp_path), small_spec, 0, world)
+
+
+def test_a_plain_checkpoint_starts_with_its_own_tokenizer_and_lora_merges_on_save(world, tmp_path, small_spec):
+    plain = tmp_path / "plain"
+    build_tiny_qwen3(small_spec, seed=0).save_pretrained(plain)  # a Hugging Face folder without afrl.json
+    with pytest.raises(BaseModelError, match="the folder has no tokenizer"):
+        starting_model(str(plain), small_spec, 0, world)
+    AutoTokenizer.from_pretrained(qwen3_tokenizer_dir()).save_pretrained(plain)
+    start = starting_model(str(plain), small_spec, 0, world, keep_guideline=True, lora_rank=4)
+    assert is_lora(start.model) and start.source == str(plain)
+    assert start.ctx.guideline == world.guideline and start.ctx.labels.values == [0, 1, 2, 3, 4]  # the data's
+    assert start.ctx.encoder.template.completion_end == "<|im_end|>"
+    setup = TrainingSetup.build(world, start.ctx)
+    folder = setup.save(start.model, tmp_path / "saved", {})
+    assert read_sidecar(folder) == Sidecar(guideline=world.guideline, label_values=[0, 1, 2, 3, 4])
+    assert not list(folder.glob("adapter_*"))  # merged: a plain checkpoint, not an adapter folder
+    assert is_afrl_checkpoint(str(folder)) and not is_afrl_checkpoint(str(plain))
+    with pytest.raises(BaseModelError, match=r"label '10' is not a single token"):
+        starting_model(str(plain), small_spec, 0, replace(world, label_values=(0, 10)))
+
+
+def test_a_plain_checkpoint_gets_a_pretrained_learning_rate_unless_one_was_set(tmp_path):
+    preset_sft = SFTConfig(learning_rate=4e-3)
+    assert pretrained_sft(preset_sft, preset_sft, None) == preset_sft  # from scratch: the preset's
+    assert pretrained_sft(preset_sft, preset_sft, str(tmp_path)).learning_rate == PRETRAINED_LEARNING_RATE
+    lora = SFTConfig(learning_rate=4e-3, lora_rank=8)
+    assert pretrained_sft(lora, preset_sft, str(tmp_path)).learning_rate == PRETRAINED_LORA_LEARNING_RATE
+    chosen = SFTConfig(learning_rate=3e-5)
+    assert pretrained_sft(chosen, preset_sft, str(tmp_path)) == chosen  # --lr or --config set it
 
 
 def test_the_sidecar_is_written_and_read_by_one_module(ctx, tmp_path, small_spec):

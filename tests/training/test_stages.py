@@ -78,9 +78,10 @@ def test_distill_from_an_endpoint_teacher_sends_the_key(small_ci, tmp_path, caps
     ("args", "message"),
     [
         (("rl", "--model", "x", "--group-size", "1"), "group_size must be >= 2"),
-        (("sft", "--lora-rank", "8"), "LoRA is not yet supported"),
+        (("sft", "--lora-rank", "8"), "--lora-rank 8 adapts a pretrained model: give --base"),
         (("sft", "--lr", "3"), "learning_rate 3.0 is outside"),
-        (("sft", "--base", "tests/data/bookstore"), "without afrl.json is not yet supported"),
+        (("sft", "--base", "tests/data/bookstore"), "the folder has no config.json"),
+        (("sft", "--base", "tests/data/missing"), "neither a checkpoint folder nor a reachable hub id"),
         (("distill",), "give exactly one teacher"),
         (("sft", "--config", "missing.yaml"), "no such file"),
     ],
