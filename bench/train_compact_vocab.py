@@ -1,0 +1,400 @@
+"""SFT with a compact vocabulary (training/compact_vocab.py) against the full 151,936-row table.
+
+    python -m bench.train_compact_vocab speed  [--blocks 8 --block-steps 6] [--threads N]
+    python -m bench.train_compact_vocab recipe --table compact [--steps 800]
+    python -m bench.train_compact_vocab heuristic
+
+Everything uses the `default` preset (training/presets.py) set up as
+`afrl train pipeline` sets it up (`training.setup`: the generated world, the
+fresh tiny Qwen3 with the preset's seed, the encoded training rows and the
+completion vocabulary), and the preset's SFTConfig.
+
+`speed`: one from-scratch model, copied; one copy keeps the full table, the
+other is shrunk. Both run the same blocks of `train_sft` calls (block b uses
+seed b, so both see the same batches), alternating which arm goes first, with
+per-step wall and process CPU times taken from the loop's progress callback
+(the first step of a block, which allocates AdamW state, is left out).
+Reports steps/min per arm (median step), the paired per-block ratio of
+median step times (wall and CPU: on a loaded box CPU time is the steadier
+measure of work), the largest loss difference between the arms at
+any step, the largest parameter difference after scattering back, and each
+arm's first-batch loss under a full-vocabulary softmax (where the two
+objectives differ). The box is shared: compare the ratio, not the times.
+
+`recipe`: the default recipe's SFT (data, model, config; `--steps` overrides
+the step count) with `--table full` or `compact`, the checkpoint saved and
+reloaded as export reads it, test figures (`TrainingSetup.evaluate`, as the
+pipeline reports them) beside the majority and category baselines, and the
+unseen-token probe: test documents with five words the world never uses
+inserted before the price (the grade cannot change: the judge reads the
+product, not the text), and the test examples holding a token no training
+row has, graded with unseen rows = init and, for the compact arm, = the mean
+of the trained rows.
+
+`heuristic`: the category heuristic on the test split. The query's product
+type (its longest query noun, else the model it names) against the
+document's printed `Category:` line, as their relation (same, sibling,
+complement, unrelated; brand-only queries apart), each relation predicting
+its most common training grade (the issue's 0.649); and the finer table of
+(query type, category) pairs, falling back to the relation.
+
+Writes a JSON report (`--out-json`) and asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import logging
+import os
+import random
+import re
+import statistics
+import sys
+import time
+from collections import Counter, defaultdict
+from dataclasses import asdict, replace
+from pathlib import Path
+
+log = logging.getLogger("bench.train_compact_vocab")
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def setup(threads: int | None = None):
+    """The default preset, its training setup and fresh model (as the pipeline builds them), and the compact
+    vocabulary of every split."""
+    import torch
+
+    from training.compact_vocab import CompactVocab
+    from training.presets import PRESETS
+    from training.setup import TrainingSetup, load_training_data, starting_model
+
+    config = PRESETS["default"]
+    torch.set_num_threads(threads or config.threads)
+    data = load_training_data(config)
+    start = starting_model(None, config.start_spec(), config.sft.seed, data)
+    training = TrainingSetup.build(data, start.ctx, config.eval_examples)
+    ctx = start.ctx
+    vocab = CompactVocab.for_training(ctx, start.model, training.sequences, ctx.encode(data.dev), ctx.encode(data.test))
+    return config, training, start.model, vocab
+
+
+def load() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+# speed ----------------------------------------------------------------------
+
+
+def speed(args: argparse.Namespace) -> dict:
+    import torch
+
+    from training.sft import train_sft
+
+    config, training, model, vocab = setup(args.threads)
+    ctx, train = training.ctx, training.sequences
+    arms = {
+        "full": {"model": model, "seqs": train, "labels": ctx.labels, "pad": ctx.pad_id, "vocab": training.vocab},
+        "compact": {
+            "model": copy.deepcopy(model),
+            "seqs": vocab.encode(train),
+            "labels": vocab.labels(ctx.labels),
+            "pad": vocab.id(ctx.pad_id),
+            "vocab": vocab.ids_to_compact(training.vocab),
+        },
+    }
+    table = vocab.shrink(arms["compact"]["model"])
+    objective = full_softmax_losses(arms, args.block_steps, config.sft.grade_weight)
+    wall: dict[str, list[float]] = {"full": [], "compact": []}
+    cpu: dict[str, list[float]] = {"full": [], "compact": []}
+    losses: dict[str, list[float]] = {"full": [], "compact": []}
+    ratios: dict[str, list[float]] = {"wall": [], "cpu": []}
+    load_before = load()
+    for block in range(args.blocks):
+        sft = replace(config.sft.with_steps(args.block_steps), warmup_steps=1, seed=block, log_every=1)
+        order = ("full", "compact") if block % 2 == 0 else ("compact", "full")
+        medians: dict[str, dict[str, float]] = {"wall": {}, "cpu": {}}
+        for name in order:
+            arm = arms[name]
+            stamps: list[tuple[float, float]] = []
+            result = train_sft(
+                arm["model"],
+                arm["seqs"],
+                arm["labels"],
+                sft,
+                arm["pad"],
+                progress=lambda _line, s=stamps: s.append((time.perf_counter(), time.process_time())),
+                vocab=arm["vocab"],
+            )
+            pairs = list(zip(stamps, stamps[1:], strict=False))  # steps 2..K
+            for clock, i, store in (("wall", 0, wall), ("cpu", 1, cpu)):
+                times = [b[i] - a[i] for a, b in pairs]
+                store[name] += times
+                medians[clock][name] = statistics.median(times)
+            losses[name] += result.losses
+        for clock, rs in ratios.items():
+            rs.append(medians[clock]["full"] / medians[clock]["compact"])
+        log.info(
+            "block %d (%s first): full/compact median step time %.2f wall, %.2f cpu; load %s",
+            block,
+            order[0],
+            ratios["wall"][-1],
+            ratios["cpu"][-1],
+            load(),
+        )
+    vocab.expand(arms["compact"]["model"], table)
+    full_state, compact_state = arms["full"]["model"].state_dict(), arms["compact"]["model"].state_dict()
+    per_arm = {
+        name: {
+            "timed_steps": len(wall[name]),
+            "median_step_s": statistics.median(wall[name]),
+            "mean_step_s": statistics.mean(wall[name]),
+            "median_step_cpu_s": statistics.median(cpu[name]),
+            "steps_per_min": 60 / statistics.median(wall[name]),
+        }
+        for name in wall
+    }
+    return {
+        "threads": torch.get_num_threads(),
+        "load_before": load_before,
+        "load_after": load(),
+        "compact_rows": len(vocab),
+        "full_rows": vocab.full_size,
+        "blocks": args.blocks,
+        "block_steps": args.block_steps,
+        "arms": per_arm,
+        "speedup_per_block": {clock: [round(r, 3) for r in rs] for clock, rs in ratios.items()},
+        "speedup_median": {clock: statistics.median(rs) for clock, rs in ratios.items()},
+        "table_share_of_step": {clock: 1 - 1 / statistics.median(rs) for clock, rs in ratios.items()},
+        "max_abs_loss_difference": max(abs(a - b) for a, b in zip(losses["full"], losses["compact"], strict=True)),
+        "max_abs_parameter_difference_after_expand": max(
+            (full_state[k] - compact_state[k]).abs().max().item() for k in full_state
+        ),
+        "first_batch_loss": objective,
+    }
+
+
+def full_softmax_losses(arms: dict, batch_size: int, grade_weight: float) -> dict:
+    """Each arm's loss on one batch, softmax over the completion vocabulary and over its whole table."""
+    import torch
+
+    from training.sft import sft_loss
+    from training.sft_data import collate, common_prefix
+
+    out = {}
+    for name, arm in arms.items():
+        prefix = torch.tensor(common_prefix(arm["seqs"]))
+        batch = collate(list(arm["seqs"][:batch_size]), arm["pad"], skip_prefix=len(prefix))
+        with torch.no_grad():
+            out[f"{name}_restricted_softmax"] = sft_loss(arm["model"], batch, arm["vocab"], grade_weight, prefix).item()
+            out[f"{name}_whole_table_softmax"] = sft_loss(arm["model"], batch, None, grade_weight, prefix).item()
+    return out
+
+
+# recipe ---------------------------------------------------------------------
+
+
+def recipe(args: argparse.Namespace) -> dict:
+    from training.evaluate.torch_model import evaluate_model
+    from training.model_factory import load_causal_lm
+    from training.sft import train_sft
+
+    config, training, model, vocab = setup(args.threads)
+    ctx = training.ctx
+    sft = config.sft.with_steps(args.steps or config.sft.steps)
+    load_before = load()
+    models = {}
+    if args.table == "compact":
+        table = vocab.shrink(model)
+        result = train_sft(
+            model,
+            vocab.encode(training.sequences),
+            vocab.labels(ctx.labels),
+            sft,
+            vocab.id(ctx.pad_id),
+            progress=log.info,
+            vocab=vocab.ids_to_compact(training.vocab),
+        )
+        models["mean"] = copy.deepcopy(model)
+        vocab.expand(models["mean"], table, unseen="mean")
+        vocab.expand(model, table, unseen="init")
+    else:
+        result = train_sft(
+            model, training.sequences, ctx.labels, sft, ctx.pad_id, progress=log.info, vocab=training.vocab
+        )
+    load_after_sft = load()
+    checkpoint = training.save(model, Path(args.out) / config.name, {"sft": sft})
+    models["init"] = load_causal_lm(checkpoint).eval()  # what export reads
+    evaluation = training.evaluate(models["init"])
+    train_grades = training.train_grades
+    clean = training.test[: args.probe_examples]
+    probe_examples, unseen_fraction = unseen_probe(clean, training, vocab)
+    probe = {"clean": evaluate_model(models["init"], ctx, clean, train_grades)["accuracy"]}
+    for policy, m in sorted(models.items()):
+        probe[f"unseen_words_{policy}"] = evaluate_model(m, ctx, probe_examples, train_grades)["accuracy"]
+    test_only = test_only_token_examples(training)
+    if test_only:
+        for policy, m in sorted(models.items()):
+            probe[f"test_only_tokens_{policy}"] = evaluate_model(m, ctx, test_only, train_grades)["accuracy"]
+    return {
+        "table": args.table,
+        "steps": sft.steps,
+        "threads": config.threads if args.threads is None else args.threads,
+        "compact_rows": len(vocab),
+        "load_before": load_before,
+        "load_after_sft": load_after_sft,
+        "sft_seconds": result.seconds,
+        "sft_steps_per_min": 60 * sft.steps / result.seconds,
+        "first_loss": result.losses[0],
+        "last_loss": statistics.mean(result.losses[-10:]),
+        "test": {
+            k: evaluation[k]
+            for k in ("examples", "accuracy", "majority_baseline_accuracy", "head_accuracy", "long_tail_accuracy")
+            if k in evaluation
+        },
+        "category_heuristic": category_heuristic(training.data.train, training.test),
+        "unseen_token_probe": {
+            "examples": len(probe_examples),
+            "test_only_token_examples": len(test_only),
+            "inserted_tokens_unseen_fraction": unseen_fraction,
+            "accuracy": probe,
+        },
+        "checkpoint": str(checkpoint),
+        "sft_config": asdict(sft),
+    }
+
+
+def unseen_probe(examples: list, training, vocab, words_per_doc: int = 5) -> tuple[list, float]:
+    """The examples with `words_per_doc` words of no world text inserted before the price sentence."""
+    kept = set(vocab.kept.tolist())
+    ctx = training.ctx
+    candidates = sorted(
+        token
+        for token, i in ctx.hf_tokenizer.get_vocab().items()
+        if i not in kept and re.fullmatch("\u0120[a-z]{4,}", token)  # "Ġword": a lowercase word after a space
+    )
+    rng = random.Random(0)
+    out, inserted, unseen = [], 0, 0
+    for e in examples:
+        words = " ".join(t[1:] for t in rng.sample(candidates, words_per_doc))
+        out.append(replace(e, document=e.document.replace(" Price $", f" {words}. Price $", 1)))
+        ids = ctx.encoder._encode(f" {words}")
+        inserted += len(ids)
+        unseen += sum(i not in kept for i in ids)
+    return out, unseen / max(1, inserted)
+
+
+def test_only_token_examples(training) -> list:
+    """Test examples whose prompt holds a token that no training prompt or completion has."""
+    seen = {i for s in training.sequences for i in s.prompt_ids + s.completion_ids}
+    ctx = training.ctx
+    return [e for e in training.test if set(ctx.prompt_ids(e.query, e.document)) - seen]
+
+
+# heuristic ------------------------------------------------------------------
+
+
+def query_type(query: str) -> str | None:
+    """The product type a query asks for: its longest query noun, else the main product whose model it names."""
+    from training.world.vocabulary import BRAND_MODELS, PRODUCT_TYPES, model_brand
+
+    nouns = sorted(((n, k) for k, t in PRODUCT_TYPES.items() for n in t.query_nouns), key=lambda x: -len(x[0]))
+    for noun, key in nouns:
+        if re.search(rf"\b{re.escape(noun)}\b", query):
+            return key
+    models = (
+        m
+        for k, makers in BRAND_MODELS.items()
+        if not PRODUCT_TYPES[k].is_accessory
+        for ms in makers.values()
+        for m in ms
+    )
+    for model in sorted(models, key=len, reverse=True):
+        if re.search(rf"\b{re.escape(model.lower())}\b", query):
+            return model_brand(model)[1]
+    return None
+
+
+def category_of(document: str) -> str:
+    found = re.search(r"Category: [^>]+> ([^.]+)\.", document)
+    if found is None:
+        raise ValueError(f"document has no Category line: {document[:80]!r}")
+    return found.group(1)
+
+
+def category_heuristic(train: list, test: list) -> dict:
+    """Accuracy of the grade predicted from the query's type against the document's Category line."""
+    from training.world.vocabulary import relation
+
+    def rel(e) -> str:
+        q = query_type(e.query)
+        return "brand-only" if q is None else relation(q, category_of(e.document))
+
+    def pair(e) -> tuple:
+        return (query_type(e.query), category_of(e.document))
+
+    cues = {e: (rel(e), pair(e)) for e in train + test}
+    by_rel: dict = defaultdict(Counter)
+    by_pair: dict = defaultdict(Counter)
+    for e in train:
+        by_rel[cues[e][0]][e.grade] += 1
+        by_pair[cues[e][1]][e.grade] += 1
+
+    def majority(counts: Counter) -> int:
+        return counts.most_common(1)[0][0]
+
+    return {
+        "relation_accuracy": sum(majority(by_rel[cues[e][0]]) == e.grade for e in test) / len(test),
+        "pair_table_accuracy": sum(majority(by_pair.get(cues[e][1]) or by_rel[cues[e][0]]) == e.grade for e in test)
+        / len(test),
+        "examples": len(test),
+    }
+
+
+def heuristic(_args: argparse.Namespace) -> dict:
+    from training.presets import PRESETS
+    from training.setup import load_training_data
+
+    data = load_training_data(PRESETS["default"])
+    return category_heuristic(data.train, data.test)
+
+
+# command ----------------------------------------------------------------------
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    sub = p.add_subparsers(dest="what", required=True)
+    s = sub.add_parser("speed", help="steps/min, full table vs compact, side by side")
+    s.add_argument("--blocks", type=int, default=8)
+    s.add_argument("--block-steps", type=int, default=6)
+    r = sub.add_parser("recipe", help="the default recipe's SFT, test accuracy, unseen-token probe")
+    r.add_argument("--table", choices=("full", "compact"), default="compact")
+    r.add_argument("--steps", type=int, default=None, help="SFT steps (default: the preset's)")
+    r.add_argument("--out", default="/tmp/afrl-compact-vocab")
+    r.add_argument("--probe-examples", type=int, default=1000)
+    h = sub.add_parser("heuristic", help="the category heuristic on the test split")
+    for q in (s, r):
+        q.add_argument("--threads", type=int, default=None, help="torch threads (default: the preset's)")
+    for q in (s, r, h):
+        q.add_argument("--out-json", default=None, help="report path (default: bench/results/...)")
+
+
+def run(args: argparse.Namespace) -> int:
+    report = {"speed": speed, "recipe": recipe, "heuristic": heuristic}[args.what](args)
+    tag = {"speed": f"speed_{report.get('threads')}threads", "heuristic": "heuristic"}.get(
+        args.what, f"recipe_{report.get('table')}_{report.get('steps')}"
+    )
+    path = Path(args.out_json) if args.out_json else RESULTS / f"train_compact_vocab_{tag}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2))
+    print(json.dumps(report, indent=2))
+    print(f"written: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(parser)
+    sys.exit(run(parser.parse_args()))
