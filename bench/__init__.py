@@ -6,6 +6,7 @@
     compare                compare (package)             our engine against the transformers and optimum paths
     overhead               service_overhead              /v1/score against the raw engine call
     stream                 service_stream                first `score` event of a stream against the plain answer
+    engine-batching        engine_batching               shared passes and batched explanation streams, on vs off
     overload               service_overload              accepted latency and 429s at a multiple of capacity
     soak                   service_soak                  a long run: errors, latency and RSS over time, then overload
     export-0p6b            export_qwen3_0p6b             export the Qwen3-0.6B architecture: time, size, parity
@@ -15,6 +16,7 @@
     gpu                    gpu_bench                     torch eager FP16 against onnxruntime CUDA (GPU host)
     gpu-export-check       gpu_export_check              FP16 graphs on CUDA: parity and latency (GPU host)
     gpu-train-smoke        gpu_train_smoke               SFT, RL and TRL GRPO steps at 0.6B size (GPU host)
+    train-compact-vocab    train_compact_vocab           SFT steps/min, compact training vocabulary vs full table
 
 Each command module holds its docstring (what it runs, how to read the
 figures), `add_arguments(parser)` and `run(args) -> int`; afrl/cli/bench.py

@@ -27,6 +27,10 @@ BENCHMARKS = {
     ),
     "overhead": ("bench.service_overhead", "p50 of POST /v1/score against the raw engine call and engine.score"),
     "stream": ("bench.service_stream", "time to the first score event of a stream against the non-stream answer"),
+    "train-compact-vocab": (
+        "bench.train_compact_vocab",
+        "SFT steps/min with the compact training vocabulary against the full table; the default recipe with it",
+    ),
     "engine-batching": (
         "bench.engine_batching",
         "concurrent requests' shared passes and explanation streams decoded together, batching on vs off",
