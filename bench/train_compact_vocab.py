@@ -1,8 +1,11 @@
 """SFT with a compact vocabulary (training/compact_vocab.py) against the full 151,936-row table.
 
-    python -m bench.train_compact_vocab speed  [--blocks 8 --block-steps 6] [--threads N]
-    python -m bench.train_compact_vocab recipe --table compact [--steps 800]
-    python -m bench.train_compact_vocab heuristic
+    afrl bench train-compact-vocab speed  [--blocks 8 --block-steps 6] [--threads N]
+    afrl bench train-compact-vocab recipe --table compact [--steps 800] [--threads N]
+    afrl bench train-compact-vocab unseen CHECKPOINT [--policies init mean zero]
+    afrl bench train-compact-vocab heuristic
+
+(or `python -m bench.train_compact_vocab ...`)
 
 Everything uses the `default` preset (training/presets.py) set up as
 `afrl train pipeline` sets it up (`training.setup`: the generated world, the
@@ -30,6 +33,13 @@ inserted before the price (the grade cannot change: the judge reads the
 product, not the text), and the test examples holding a token no training
 row has, graded with unseen rows = init and, for the compact arm, = the mean
 of the trained rows.
+
+`unseen`: a saved default-preset checkpoint (its untrained rows must still be
+the preset's init) with each policy for the rows training never changed
+(`CompactVocab.expand`: init, mean of the trained rows, zero): accuracy on
+the clean test slice, on it with unseen words inserted, on the test-only-token
+examples, and the format validity of completions decoded greedily over the
+full vocabulary (the tied head's unseen rows change with the policy too).
 
 `heuristic`: the category heuristic on the test split. The query's product
 type (its longest query noun, else the model it names) against the
@@ -292,6 +302,64 @@ def test_only_token_examples(training) -> list:
     return [e for e in training.test if set(ctx.prompt_ids(e.query, e.document)) - seen]
 
 
+# unseen ---------------------------------------------------------------------
+
+
+def unseen(args: argparse.Namespace) -> dict:
+    """Each policy for rows training never changed, applied to a saved checkpoint and measured."""
+    from training.evaluate.torch_model import evaluate_model, predict_grades
+    from training.model_factory import build_tiny_qwen3, load_causal_lm
+
+    if not (Path(args.checkpoint) / "config.json").is_file():
+        raise SystemExit(f"{args.checkpoint}: not a checkpoint folder (no config.json)")
+    config, training, init_model, vocab = setup(args.threads)
+    ctx = training.ctx
+    init_table = vocab.shrink(init_model)  # the from-scratch rows, as the checkpoint's run started from them
+    trained = load_causal_lm(args.checkpoint).eval()
+    if not torch_equal_init(trained, build_tiny_qwen3(config.model, seed=config.sft.seed), vocab):
+        raise SystemExit(f"{args.checkpoint}: its untrained rows are not the preset's init; give a default-preset run")
+    vocab.shrink(trained)
+    clean = training.test[: args.probe_examples]
+    probe_examples, unseen_fraction = unseen_probe(clean, training, vocab)
+    test_only = test_only_token_examples(training)
+    out: dict = {"checkpoint": args.checkpoint, "examples": len(clean), "test_only_token_examples": len(test_only)}
+    out["inserted_tokens_unseen_fraction"] = unseen_fraction
+    gold = [e.grade for e in probe_examples]
+    right: dict[str, list[bool]] = {}
+    for policy in args.policies:
+        model = copy.deepcopy(trained)
+        vocab.expand(model, init_table, unseen=policy)
+        explained = evaluate_model(model, ctx, clean, training.train_grades, explain=args.explain)
+        right[policy] = [p == g for p, g in zip(predict_grades(model, ctx, probe_examples), gold, strict=True)]
+        first = args.policies[0]
+        out[policy] = {
+            "clean_accuracy": explained["accuracy"],
+            "unseen_words_accuracy": sum(right[policy]) / len(gold),
+            # paired against the first policy: examples only this one gets right / only the first one does
+            f"unseen_words_vs_{first}": {
+                "wins": sum(a and not b for a, b in zip(right[policy], right[first], strict=True)),
+                "losses": sum(b and not a for a, b in zip(right[policy], right[first], strict=True)),
+            },
+            "test_only_tokens_accuracy": evaluate_model(model, ctx, test_only, training.train_grades)["accuracy"],
+            "explanations_full_vocabulary": {
+                k: explained["explanations"][k]
+                for k in ("explained_examples", "format_validity", "first_token_accuracy")
+            },
+        }
+        log.info("%s: %s", policy, out[policy])
+    return out
+
+
+def torch_equal_init(trained, fresh, vocab) -> bool:
+    """Whether the rows of tokens outside the compact vocabulary are still the fresh model's init."""
+    import torch
+
+    outside = torch.ones(vocab.full_size, dtype=torch.bool)
+    outside[vocab.kept] = False
+    a, b = trained.get_input_embeddings().weight[outside], fresh.get_input_embeddings().weight[outside]
+    return bool(torch.equal(a, b))
+
+
 # heuristic ------------------------------------------------------------------
 
 
@@ -373,16 +441,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     r.add_argument("--steps", type=int, default=None, help="SFT steps (default: the preset's)")
     r.add_argument("--out", default="/tmp/afrl-compact-vocab")
     r.add_argument("--probe-examples", type=int, default=1000)
+    u = sub.add_parser("unseen", help="rows training never changed: init, mean or zero, on a saved checkpoint")
+    u.add_argument("checkpoint", help="a default-preset checkpoint (OUT/afrl-default-tiny-qwen3)")
+    u.add_argument("--policies", nargs="+", default=["init", "mean", "zero"])
+    u.add_argument("--probe-examples", type=int, default=2000)
+    u.add_argument("--explain", type=int, default=100, help="completions decoded over the full vocabulary")
     h = sub.add_parser("heuristic", help="the category heuristic on the test split")
-    for q in (s, r):
+    for q in (s, r, u):
         q.add_argument("--threads", type=int, default=None, help="torch threads (default: the preset's)")
-    for q in (s, r, h):
+    for q in (s, r, u, h):
         q.add_argument("--out-json", default=None, help="report path (default: bench/results/...)")
 
 
 def run(args: argparse.Namespace) -> int:
-    report = {"speed": speed, "recipe": recipe, "heuristic": heuristic}[args.what](args)
-    tag = {"speed": f"speed_{report.get('threads')}threads", "heuristic": "heuristic"}.get(
+    report = {"speed": speed, "recipe": recipe, "unseen": unseen, "heuristic": heuristic}[args.what](args)
+    tag = {"speed": f"speed_{report.get('threads')}threads", "unseen": "unseen", "heuristic": "heuristic"}.get(
         args.what, f"recipe_{report.get('table')}_{report.get('steps')}"
     )
     path = Path(args.out_json) if args.out_json else RESULTS / f"train_compact_vocab_{tag}.json"

@@ -9,6 +9,7 @@ import torch
 from transformers import Qwen3ForCausalLM
 
 from training.compact_vocab import CompactVocab
+from training.distill import KDSequence
 from training.model_factory import QWEN3_EMBEDDING_ROWS, build_tiny_qwen3, load_causal_lm
 from training.sft import SFTConfig, train_sft
 
@@ -36,6 +37,8 @@ def test_remap_round_trips_and_keeps_order(vocab, splits, ctx):
         assert vocab.ids_to_full(torch.tensor(after.prompt_ids)).tolist() == before.prompt_ids
         assert vocab.ids_to_full(torch.tensor(after.completion_ids)).tolist() == before.completion_ids
         assert after.grade == before.grade
+    kd = KDSequence(splits["dev"][0].prompt_ids, splits["dev"][0].completion_ids, 2, (0.1, 0.2, 0.4, 0.2, 0.1))
+    assert vocab.encode([kd])[0] == KDSequence(encoded[0].prompt_ids, encoded[0].completion_ids, 2, kd.label_probs)
     labels = vocab.labels(ctx.labels)
     assert vocab.ids_to_full(torch.tensor(labels.token_ids)).tolist() == ctx.labels.token_ids
 
@@ -101,8 +104,9 @@ def test_saved_checkpoint_has_the_full_vocabulary_and_the_compact_logits(ctx, sp
     with torch.no_grad():
         compact_logits = model(input_ids=compact_ids).logits  # (3, 40, C)
     trained = model.get_input_embeddings().weight.detach().clone()
-    mean_model = copy.deepcopy(model)
+    mean_model, zero_model = copy.deepcopy(model), copy.deepcopy(model)
     vocab.expand(mean_model, table, unseen="mean")
+    vocab.expand(zero_model, table, unseen="zero")
     vocab.expand(model, table)
     model.save_pretrained(tmp_path)
 
@@ -132,6 +136,11 @@ def test_saved_checkpoint_has_the_full_vocabulary_and_the_compact_logits(ctx, sp
     untouched = vocab.kept[~changed & (vocab.kept != ctx.pad_id)]
     assert torch.allclose(mean_rows[untouched], expected.expand(len(untouched), -1))
     assert not mean_rows[ctx.pad_id].any()
+    zero_rows = zero_model.get_input_embeddings().weight.detach()
+    assert not zero_rows[unseen].any() and not zero_rows[untouched].any()
+    assert torch.equal(zero_rows[vocab.kept[changed]], trained[changed])
+    with pytest.raises(ValueError, match="unseen must be one of"):
+        vocab.expand(copy.deepcopy(mean_model), table, unseen="random")
 
 
 def test_compacted_restores_the_table_when_training_fails(vocab, small_spec):
