@@ -16,6 +16,7 @@ from afrl.manifest import TOKENIZER_FILE as TOKENIZER_FILE  # re-exported: the b
 from afrl.manifest import ArtifactError, Manifest, load_manifest, load_tokenizer
 from afrl.paths import default_model_dir
 from afrl.prompt import PromptEncoder
+from afrl.recipe import Recipe, read_recipe
 from service.backend import Backend, OnnxBackend
 from service.providers import available_providers, resolve_providers
 from service.settings import ServiceSettings
@@ -40,6 +41,7 @@ class LoadedModel:
     name: str
     tokenizer: Any = None  # tokenizers.Tokenizer: decodes explanations
     eos_id: int | None = None  # the token that ends an explanation (the prompt's completion_end)
+    recipe: Recipe | None = None  # what built it, when it records that (the embedded default model does)
 
 
 def onnx_backend_factory(folder: Path, manifest: Manifest, settings: ServiceSettings) -> Backend:
@@ -71,7 +73,9 @@ def load_artifact(settings: ServiceSettings, backend_factory: BackendFactory | N
         raise ArtifactError(
             f"{folder}: backend returns {backend.num_labels} label logits, manifest lists {manifest.labels.size}"
         )
-    logger.info("loaded model %s from %s", manifest.model_name, folder)
+    recipe = read_recipe(folder)
+    built_by = f" (recipe {recipe.label})" if recipe is not None else ""
+    logger.info("loaded model %s%s from %s", manifest.model_name, built_by, folder)
     return LoadedModel(
         folder=folder,
         manifest=manifest,
@@ -81,4 +85,5 @@ def load_artifact(settings: ServiceSettings, backend_factory: BackendFactory | N
         name=settings.model_name or manifest.model_name,
         tokenizer=tokenizer,
         eos_id=eos_ids[0] if len(eos_ids) == 1 else None,
+        recipe=recipe,
     )

@@ -26,7 +26,7 @@ The engine is the one object the HTTP layer talks to:
     admit()            holds one of max_queue in-flight slots for the life of a request
     health()           raise unless it can serve well (/health/ready)
     liveness()         raise BackendStuck when the backend is wedged (/health/live)
-    name, manifest, providers, reasoning, shared_prefix   what /info reports
+    name, manifest, recipe, providers, reasoning, shared_prefix   what /info reports
 """
 
 from __future__ import annotations
@@ -45,6 +45,7 @@ import numpy as np
 from afrl.manifest import Manifest
 from afrl.padding import left_pad
 from afrl.prompt import EncodedPair, PromptEncoder
+from afrl.recipe import Recipe
 from afrl.scoring import GradeResult, grade_results
 from service.admission import Admission, Deadline
 from service.artifact_loader import LoadedModel
@@ -288,6 +289,11 @@ class ScoringEngine:
     @property
     def manifest(self) -> Manifest:
         return self.model.manifest
+
+    @property
+    def recipe(self) -> Recipe | None:
+        """What built the model, when its artifact records that (afrl.recipe)."""
+        return self.model.recipe
 
     @property
     def providers(self) -> list[str]:

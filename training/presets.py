@@ -9,12 +9,16 @@ each stage's config. `afrl train pipeline` runs it whole; the stage commands
 (`afrl train sft|rl|distill`) take their stage's config from it
 (`sft_stage_config`, `rl_stage_config`, `distill_stage_config`) and
 override it with `--config FILE` and flags (`training.configs`).
+
+`recipe(name)` fingerprints a preset with `RECIPE_VERSION` (afrl.recipe):
+the embedded default model's cache is keyed by `recipe("default")`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 
+from afrl.recipe import Recipe, make_recipe
 from training.curriculum import CurriculumConfig, StageConfig, default_stages
 from training.distill import DistillConfig
 from training.evolution import EvolutionConfig
@@ -95,6 +99,11 @@ class PipelineConfig:
     def distill_stage_config(self) -> DistillConfig:
         return self.method.distill if self.method else DistillConfig()
 
+
+# Part of every preset's recipe fingerprint. Bump it when training or export code changes what a
+# preset builds while its config stays the same (a new loss term, another data generator, a fixed
+# bug): the cached default model is keyed by the fingerprint, so a bump rebuilds it on the next start.
+RECIPE_VERSION = 1
 
 PRESETS: dict[str, PipelineConfig] = {
     # The full method at the smallest size that exercises every stage (the end-to-end tests run it).
@@ -188,3 +197,10 @@ def preset(name: str, **overrides) -> PipelineConfig:
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; choose from {sorted(PRESETS)}")
     return replace(PRESETS[name], **overrides)
+
+
+def recipe(name: str) -> Recipe:
+    """What building preset `name` depends on, fingerprinted: its config (as it is now) and RECIPE_VERSION."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose from {sorted(PRESETS)}")
+    return make_recipe(name, asdict(PRESETS[name]), RECIPE_VERSION)

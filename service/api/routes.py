@@ -23,7 +23,7 @@ from service.api.body import parse_json, read_body, read_json, validate
 from service.api.errors import BackendStuckError, NotReady
 from service.api.openapi import EVENT_STREAM, SCORING_ERRORS, errors, request_body
 from service.api.rerank_schemas import RerankRequest, RerankResponse, TeiRerankRequest, TeiRerankResponse
-from service.api.schemas import InfoResponse, LabelInfo, LimitsInfo, ScoreRequest, ScoreResponse
+from service.api.schemas import InfoResponse, LabelInfo, LimitsInfo, RecipeInfo, ScoreRequest, ScoreResponse
 from service.api.serving import ready_engine, refuse_early, serve_score
 from service.api.serving_rerank import serve_rerank, serve_tei_rerank
 from service.api.streaming import serve_score_stream
@@ -142,7 +142,7 @@ async def metrics(request: Request) -> Response:
 async def info(request: Request) -> InfoResponse:
     runtime = _runtime(request)
     engine = ready_engine(runtime)
-    s, manifest = runtime.settings, engine.manifest
+    s, manifest, recipe = runtime.settings, engine.manifest, engine.recipe
     return InfoResponse(
         model=engine.name,
         prompt_version=manifest.prompt.version,
@@ -161,6 +161,7 @@ async def info(request: Request) -> InfoResponse:
             max_new_tokens=s.max_new_tokens,
             max_reasoning_documents=s.max_reasoning_documents,
         ),
+        recipe=RecipeInfo(preset=recipe.preset, fingerprint=recipe.fingerprint) if recipe is not None else None,
         reasoning=engine.reasoning,
         shared_prefix=engine.shared_prefix,
         providers=engine.providers,

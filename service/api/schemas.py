@@ -187,11 +187,19 @@ class LimitsInfo(BaseModel):
     max_reasoning_documents: int
 
 
+class RecipeInfo(BaseModel):
+    preset: str
+    fingerprint: str = Field(description="hash of the preset's config and recipe version (afrl.recipe)")
+
+
 class InfoResponse(BaseModel):
     model: str
     prompt_version: str
     labels: LabelInfo
     limits: LimitsInfo
+    recipe: RecipeInfo | None = Field(
+        None, description="what built the model, when its artifact records it (the embedded default model)"
+    )
     reasoning: bool = Field(False, description="explanations available (the artifact has a decode graph)")
     stream: bool = True
     shared_prefix: bool = Field(False, description="the prefix is computed once per request (prefix graphs)")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from afrl.default_model import ensure_default_model
 from afrl.manifest import load_manifest
+from afrl.recipe import read_recipe
 from training import presets
 from training.model_factory import TinyQwen3Spec
 from training.sft import SFTConfig
@@ -26,6 +27,7 @@ def test_first_start_builds_caches_and_reuses_the_default_model(tmp_path, monkey
     assert manifest.model_name == "afrl-default-tiny-qwen3"
     assert any("sft step" in m for m in messages) and any("export" in m for m in messages)
     assert (tmp_path / "models" / "default_report.json").is_file()
+    assert read_recipe(target) == presets.recipe("default")  # the small preset's, which built it
     # Second start: served from the cache, nothing rebuilt.
     mtime = (target / "manifest.json").stat().st_mtime
     assert ensure_default_model() == target

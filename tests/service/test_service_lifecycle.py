@@ -180,7 +180,26 @@ def test_info_reports_model_labels_and_limits(make_client):
     assert limits["max_batch_tokens"] == 8192 and limits["max_sequence_length"] == 1024
     assert limits["max_queue_tokens"] == 65536 and limits["max_new_tokens"] == 256
     assert info["reasoning"] is False and info["shared_prefix"] is False and info["stream"] is True
+    assert "recipe" not in info  # an exported artifact records no recipe; no null field either
     assert client.post("/v1/score", json=GOOD).json()["model"] == "renamed"
+
+
+def test_info_reports_the_recipe_an_artifact_records(artifact_dir, tmp_path, caplog):
+    import logging
+    import shutil
+
+    from afrl.recipe import make_recipe, write_recipe
+
+    folder = tmp_path / "default"
+    shutil.copytree(artifact_dir, folder)
+    recipe = make_recipe("default", {"sft": {"steps": 800}}, recipe_version=1)
+    write_recipe(folder, recipe)
+    app = create_app(ServiceSettings(model=folder), backend_factory=lambda f, m, s: FakeBackend())
+    with caplog.at_level(logging.INFO, logger="service.artifact_loader"), TestClient(app) as client:
+        wait_ready(client)
+        info = client.get("/info").json()
+    assert info["recipe"] == {"preset": "default", "fingerprint": recipe.fingerprint}
+    assert f"(recipe {recipe.label})" in caplog.text
 
 
 def test_settings_read_the_afrl_environment(monkeypatch, tmp_path):
