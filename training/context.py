@@ -51,6 +51,12 @@ class TrainingContext:
         fast = Tokenizer.from_file(str(folder / "tokenizer.json"))
         return cls(hf, PromptEncoder(template, fast), LabelSet.from_tokenizer(hf, label_values), guideline)
 
+    def with_guideline(self, guideline: str) -> TrainingContext:
+        """The same tokenizer, template and labels with another guideline in the system turn."""
+        template = PromptTemplate.from_chat_template(self.hf_tokenizer, guideline)
+        encoder = PromptEncoder(template, self.encoder.tokenizer, self.encoder.max_document_tokens)
+        return TrainingContext(self.hf_tokenizer, encoder, self.labels, guideline)
+
     @property
     def sidecar(self) -> Sidecar:
         return Sidecar(guideline=self.guideline, label_values=self.labels.values)

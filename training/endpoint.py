@@ -1,8 +1,9 @@
 """The one HTTP client of training: POST JSON to an OpenAI-compatible `/chat/completions`.
 
-The distillation teacher (`training.teachers.EndpointTeacher`) and the LLM
+The distillation teacher (`training.teachers.EndpointTeacher`), the LLM
 mutator of instruction evolution (`training.evolution.mutators.LLMMutator`)
-both talk to a chat model behind such an endpoint (vLLM, TGI, an API). Tests
+and its guideline proposer (`training.evolution.proposers.EndpointProposer`)
+all talk to a chat model behind such an endpoint (vLLM, TGI, an API). Tests
 pass their own `post` with the same signature instead of a server.
 """
 
@@ -30,3 +31,15 @@ def post_json(url: str, payload: dict, headers: dict, timeout: float = 120) -> d
     )
     with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310 (the user configures the endpoint)
         return json.loads(resp.read())
+
+
+def json_object(text: str) -> dict:
+    """The JSON object in a chat reply, with or without a ```json fence or words around it."""
+    text = text.strip()
+    if text.startswith("```"):
+        text = text.strip("`").split("\n", 1)[1] if "\n" in text else text
+    start, end = text.find("{"), text.rfind("}")
+    value = json.loads(text[start : end + 1])
+    if not isinstance(value, dict):
+        raise ValueError("the reply is not a JSON object")
+    return value

@@ -4,6 +4,11 @@
     2. curriculum  teacher SFT in stages: head rules, then the long tail (with head replay)
     3. evolution   error-driven rounds: probe, target the worst rules, mutate, label, filter,
                    train on the evolved hard cases (the curriculum's third stage)
+   3b. guideline   guideline edits aimed at the rules the model gets wrong most on dev (a rule-based
+                   or an LLM proposer), each trained against an unchanged control from the same model
+                   and kept only when held-out dev agreement rises by the margin, else rolled back;
+                   every edit is logged in guideline_evolution.json; everything after (the arms,
+                   the distilled student, the shipped checkpoint and artifact) uses the evolved guideline
     4. compare     from the same checkpoint, at the same number of optimizer steps and learning rate:
                    SFT alone (batches of P + B_e demonstrations from the natural mix, long tail and
                    evolved cases) | Stepwise-GRPO alone (lambda = 0) | mode-balanced (GRPO + lambda x SFT
@@ -38,13 +43,23 @@ from afrl.progress import Progress, say
 from training.curriculum import StageConfig, run_stage
 from training.distill import run_distillation
 from training.evaluate.torch_model import latency_ms, model_size, predict_grades
-from training.evolution import EvolutionResult, run_evolution
+from training.evolution import LOG_FILE as GUIDELINE_LOG
+from training.evolution import (
+    EvolutionResult,
+    GuidelineEvolution,
+    make_proposer,
+    run_evolution,
+    run_guideline_evolution,
+    split_dev,
+)
+from training.guideline_trials import SFTGuidelineTrials
 from training.model_factory import body_parameters, build_tiny_qwen3
 from training.presets import MethodConfig, PipelineConfig
 from training.report import ArmResult, DistillationSummary, Figures, PipelineReport, SFTSummary, StageEnd
 from training.rl import train_rl
 from training.setup import TrainingSetup
 from training.stopwatch import Stopwatch
+from training.world.rules import RULES
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +94,8 @@ def run_method(
         sft = _curriculum(method, setup, teacher, progress)
     with clock("evolution"):
         evolution = _evolution(config, method, setup, teacher, sft, progress)
+    with clock("guideline"):
+        setup, teacher, guideline = _guideline_evolution(method, setup, teacher, sft, out_dir, progress)
 
     # the comparison: three arms from one checkpoint at one budget
     with clock("compare"):
@@ -138,6 +155,7 @@ def run_method(
         comparison=comparison,
         evolution=evolution.rounds if evolution else [],
         evolved_examples=len(setup.pools["evolved"]),
+        guideline_evolution=guideline,
         distillation=DistillationSummary(
             teacher=comparison["mbo"].figures,
             student=student_figures,
@@ -209,6 +227,46 @@ def _evolution(
     for later in stages[evolved_at + 1 :]:
         _run_stage(method, setup, teacher, later, sft, progress, seed=len(sft.stages))
     return evolution
+
+
+def _guideline_evolution(
+    method: MethodConfig,
+    setup: TrainingSetup,
+    teacher: torch.nn.Module,
+    sft: SFTSummary,
+    out_dir: Path,
+    progress: Progress | None,
+) -> tuple[TrainingSetup, torch.nn.Module, GuidelineEvolution | None]:
+    """Guideline edit rounds: (the setup with the evolved guideline, the teacher it trained, the log or None)."""
+    config = method.evolution
+    if not config.guideline_rounds:
+        return setup, teacher, None
+    try:
+        choosing, accepting = split_dev(setup.data.dev, config.guideline_accept_share)
+    except ValueError as e:
+        say(progress, log, f"guideline evolution: skipped ({e})")
+        return setup, teacher, None
+    # the world's rulebook gives rule ids their meaning; another dataset's R-numbers mean something else
+    rulebook = RULES if setup.data.world is not None else None
+    proposer = make_proposer(config, setup.data.train, rulebook)
+    trials = SFTGuidelineTrials(
+        setup, teacher, method.curriculum, config.guideline_steps, choosing, accepting, progress
+    )
+    say(
+        progress,
+        log,
+        f"guideline evolution: {config.guideline_rounds} rounds by the {proposer.name} proposer, "
+        f"{config.guideline_steps} steps per arm; {len(choosing)} dev examples pick rules, {len(accepting)} accept",
+    )
+    record = run_guideline_evolution(
+        config, setup.ctx.guideline, proposer, trials, (len(choosing), len(accepting)), progress
+    )
+    for trial, row in zip(trials.adopted, (r for r in record.rounds if r.edit_agreement is not None), strict=True):
+        sft.losses += trial.losses
+        sft.stages.append(StageEnd(f"guideline r{row.round} {'edit' if row.accepted else 'control'}", len(sft.losses)))
+    record.write(out_dir / GUIDELINE_LOG)
+    say(progress, log, f"guideline evolution: {record.accepted} of {len(record.rounds)} edits kept -> {GUIDELINE_LOG}")
+    return trials.setup, trials.model, record
 
 
 def _evolved_at(method: MethodConfig) -> int:

@@ -121,7 +121,9 @@ PRESETS: dict[str, PipelineConfig] = {
             curriculum=CurriculumConfig(
                 stages=default_stages(20, 10, 10), sft=SFTConfig(steps=40, batch_size=8, warmup_steps=5, log_every=10)
             ),
-            evolution=EvolutionConfig(rounds=1, target_rules=2, variants_per_rule=20, min_support=3),
+            evolution=EvolutionConfig(
+                rounds=1, target_rules=2, variants_per_rule=20, min_support=3, guideline_rounds=1, guideline_steps=10
+            ),
             rl=RLConfig(
                 steps=3, prompts_per_step=4, group_size=4, lam=0.5, expert_batch_size=4, max_new_tokens=60, log_every=1
             ),
@@ -160,7 +162,9 @@ PRESETS: dict[str, PipelineConfig] = {
                     steps=400, batch_size=16, learning_rate=4e-3, grade_weight=8.0, warmup_steps=20, log_every=50
                 ),
             ),
-            evolution=EvolutionConfig(rounds=2, target_rules=4, variants_per_rule=100, min_support=8),
+            evolution=EvolutionConfig(
+                rounds=2, target_rules=4, variants_per_rule=100, min_support=8, guideline_rounds=2, guideline_steps=20
+            ),
             rl=RLConfig(
                 steps=40,
                 prompts_per_step=6,

@@ -309,6 +309,14 @@ class TrainingSetup:
         test = data.test if eval_examples is None else data.test[:eval_examples]
         return cls(data, ctx, sequences, pools, ctx.vocab(sequences), test)
 
+    def with_guideline(self, guideline: str) -> TrainingSetup:
+        """The same data and evaluated test rows, encoded for a prompt with another guideline."""
+        other = TrainingSetup.build(self.data.with_guideline(guideline), self.ctx.with_guideline(guideline))
+        other.test = self.test
+        if self.evolved:
+            other.add_evolved(self.evolved)
+        return other
+
     @property
     def train_grades(self) -> list[int]:
         return [e.grade for e in self.data.train]

@@ -21,13 +21,22 @@ ENGINES = ("plain", "trl")  # training.stages.ENGINES
 
 
 def cmd_train_data(args: argparse.Namespace) -> int:
-    from training.world import build_world, save_world
+    from training.world import LONG_TAIL_EVAL_FILE, build_world, long_tail_eval_set, save_jsonl, save_world
 
+    if args.long_tail_eval < 0:
+        raise ValueError(
+            f"--long-tail-eval must be 0 (none) or a number of examples per rule, got {args.long_tail_eval}"
+        )
     world = build_world(seed=args.seed, n_queries=args.queries, docs_per_query=args.docs_per_query)
     written = save_world(world, Path(args.out))
     for split in ("train", "dev", "test"):
         _progress(f"{split}: {len(world.split(split))} examples -> {written[split]}")
     _progress(f"guideline -> {written['guideline']}, label set -> {written['labels']}")
+    if args.long_tail_eval:
+        rows = long_tail_eval_set(args.seed, args.long_tail_eval, world, docs_per_query=args.docs_per_query)
+        path = Path(args.out) / LONG_TAIL_EVAL_FILE
+        save_jsonl(rows, path)
+        _progress(f"long-tail eval: {len(rows)} examples, >= {args.long_tail_eval} per long-tail rule -> {path}")
     return 0
 
 
@@ -235,6 +244,14 @@ def register(sub: Any) -> None:
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--queries", type=int, default=2000)
     d.add_argument("--docs-per-query", type=int, default=10)
+    d.add_argument(
+        "--long-tail-eval",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also write long_tail_eval.jsonl: an eval-only set with >= N examples per long-tail rule, "
+        "from queries no split holds (afrl eval --data FOLDER/long_tail_eval.jsonl); 0 = none",
+    )
     d.set_defaults(func=rank_zero_unless(_never, cmd_train_data))
     pl = tsub.add_parser("pipeline", help="the whole method (ci, tiny) or SFT only (default) -> export -> report")
     pl.add_argument(

@@ -10,6 +10,7 @@ import sys
 import httpx
 
 from afrl.manifest import load_manifest
+from afrl.sidecar import read_sidecar
 from bench.server_process import running_server
 from bench.service_common import DOCUMENTS
 
@@ -48,6 +49,19 @@ def test_pipeline_writes_checkpoint_artifact_and_report(ci_run):
     assert 0.0 <= test.accuracy <= 1.0 and 0.0 < test.majority_baseline_accuracy < 1.0
     assert report.sft.last_loss < report.sft.first_loss
     assert json.loads((out / "report.json").read_text())["test"]["examples"] == test.examples
+
+
+def test_report_carries_the_guideline_evolution_log_and_the_model_ships_its_guideline(ci_run):
+    out, report = ci_run
+    log = json.loads((out / "guideline_evolution.json").read_text())
+    assert json.loads((out / "report.json").read_text())["guideline_evolution"] == log
+    assert report.guideline_evolution is not None and len(log["rounds"]) >= 1  # the ci preset runs a round
+    row = log["rounds"][0]
+    assert row["proposer"] == "rules" and row["before"] != row["after"] and row["diff"]
+    assert row["control_agreement"] is not None and row["edit_agreement"] is not None
+    assert read_sidecar(out / "afrl-ci-tiny-qwen3").guideline == log["final_guideline"]
+    assert load_manifest(out / "artifact").prompt.guideline == log["final_guideline"]
+    assert "## Guideline evolution" in (out / "report.md").read_text()
 
 
 def test_served_artifact_scores_ten_documents_and_survives_bad_input(ci_run, tmp_path):

@@ -6,6 +6,9 @@ Everything is sized to keep tests/training fast on 2 shared CPU cores.
 from __future__ import annotations
 
 import copy
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 import torch
@@ -72,3 +75,40 @@ def warm_model(_warm):
 @pytest.fixture(scope="session")
 def small_spec() -> TinyQwen3Spec:
     return SMALL
+
+
+@pytest.fixture
+def chat_endpoint():
+    """Start a local OpenAI-compatible `/chat/completions`: `start(reply_for)` -> (base url, requests seen).
+
+    `reply_for(body)` gives the assistant message's content; each request is recorded as
+    (path, JSON body, authorization header). Servers stop when the test ends.
+    """
+    servers = []
+
+    def start(reply_for):
+        seen = []
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802
+                body = json.loads(self.rfile.read(int(self.headers["content-length"])))
+                seen.append((self.path, body, self.headers.get("authorization")))
+                message = {"role": "assistant", "content": reply_for(body)}
+                reply = json.dumps({"choices": [{"message": message}]}).encode()
+                self.send_response(200)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(reply)))
+                self.end_headers()
+                self.wfile.write(reply)
+
+            def log_message(self, *args):
+                pass
+
+        server = HTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        return f"http://127.0.0.1:{server.server_port}/v1", seen
+
+    yield start
+    for server in servers:
+        server.shutdown()

@@ -2,8 +2,6 @@
 
 import json
 import random
-import threading
-from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 
@@ -96,31 +94,11 @@ def test_llm_edit_is_validated_then_labelled_by_the_rulebook():
     assert apply_edit(rng, query, product, {"document": {"grade": 4}}) is None  # not an editable field
 
 
-def test_llm_mutator_over_an_openai_compatible_endpoint():
-    seen = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self):  # noqa: N802
-            body = json.loads(self.rfile.read(int(self.headers["content-length"])))
-            seen.append((self.path, body, self.headers.get("authorization")))
-            content = "```json\n" + json.dumps({"query": {}, "document": {"brand_in_title": False}}) + "\n```"
-            reply = json.dumps({"choices": [{"message": {"role": "assistant", "content": content}}]}).encode()
-            self.send_response(200)
-            self.send_header("content-type", "application/json")
-            self.send_header("content-length", str(len(reply)))
-            self.end_headers()
-            self.wfile.write(reply)
-
-        def log_message(self, *args):
-            pass
-
-    server = HTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        mutator = LLMMutator(f"http://127.0.0.1:{server.server_port}/v1", "teacher-32b", api_key="k")
-        pair = mutator.propose(random.Random(3), "R18", "brand_trap")
-    finally:
-        server.shutdown()
+def test_llm_mutator_over_an_openai_compatible_endpoint(chat_endpoint):
+    edit = {"query": {}, "document": {"brand_in_title": False}}
+    url, seen = chat_endpoint(lambda body: "```json\n" + json.dumps(edit) + "\n```")
+    mutator = LLMMutator(url, "teacher-32b", api_key="k")
+    pair = mutator.propose(random.Random(3), "R18", "brand_trap")
     path, body, auth = seen[0]
     assert path == "/v1/chat/completions" and body["model"] == "teacher-32b" and auth == "Bearer k"
     assert "R18" in body["messages"][0]["content"]

@@ -15,6 +15,7 @@ def test_method_presets_run_every_stage():
         method = preset(name).method
         assert [s.name for s in method.curriculum.stages] == ["head", "long_tail", "evolved"]
         assert method.evolution.rounds >= 1 and method.rl.lam > 0 and method.compare
+        assert method.evolution.guideline_rounds >= 1  # the guideline is evolved too
         assert method.distill.student.hidden_size < method.teacher.hidden_size
         json.dumps(asdict(preset(name)), default=str)  # what report.json records
     assert PRESETS["default"].method is None  # the embedded default model stays plain SFT

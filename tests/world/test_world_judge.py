@@ -7,6 +7,7 @@ import random
 import pytest
 
 from training.world import Query, accessory_for, build_product, judge, write
+from training.world.vocabulary import BRAND_MODELS
 
 
 @pytest.fixture
@@ -182,3 +183,43 @@ def test_brand_only_query(rng):
     assert judge(query, build_product(rng, "phone", "Samsong", quantity=128.0)).grade == 0
     j = judge(query, build_product(rng, "charger", "Voltix", fits_brand="Samsung", quantity=25.0))
     assert j.grade == 0 and j.decisive == ("R13",)
+
+
+@pytest.mark.parametrize(
+    ("query", "host"),
+    [
+        (Query("google usb c charger", type_key="charger", brand="Google"), ("phone", "Apple", "iPhone SE")),
+        (Query("samsung charger", type_key="charger", brand="Samsung"), ("tablet", "Lenovo", "Tab M10")),
+        (Query("canon ink cartridge", type_key="ink cartridge", brand="Canon"), ("printer", "Brother", "MFC-J491DW")),
+    ],
+)
+def test_device_maker_accessory_query_against_another_makers_device_is_irrelevant(rng, query, host):
+    """R12: a Google charger is for Google devices, so an iPhone is a device it does not fit (grade 0, not 1)."""
+    type_key, brand, model = host
+    device = build_product(rng, type_key, brand, model=model)
+    j = judge(query, device)
+    assert j.grade == 0 and j.decisive == ("R12",)
+    assert j.verdicts["R12"] == "violated"
+    own = build_product(rng, type_key, query.brand, model=_a_model_of(type_key, query.brand))
+    j_own = judge(query, own)  # the maker's own device: a complement that names the brand
+    assert j_own.grade == 1 and j_own.decisive == ("R14",) and j_own.verdicts["R12"] == "satisfied"
+
+
+def _a_model_of(type_key: str, brand: str) -> str:
+    return BRAND_MODELS[type_key][brand][0]
+
+
+def test_third_party_accessory_query_names_no_device(rng):
+    """An Anker charger fits any brand: the query does not say which device, so any phone is a complement."""
+    query = Query("anker charger", type_key="charger", brand="Anker")
+    j = judge(query, phone(rng, brand="Apple", model="iPhone 13"))
+    assert j.grade == 1 and j.decisive == ("R4",) and "R12" not in j.fired
+
+
+def test_device_maker_accessory_grades_the_same_from_either_side(rng):
+    """Query the charger and show the phone, or query the phone and show the charger: R12 agrees both ways."""
+    charger_query = Query("google charger", type_key="charger", brand="Google")
+    iphone = phone(rng, brand="Apple", model="iPhone 13")
+    iphone_query = Query("apple iphone 13", type_key="phone", brand="Apple", model="iPhone 13")
+    google_charger = build_product(rng, "charger", "Google", quantity=20.0)
+    assert judge(charger_query, iphone).grade == judge(iphone_query, google_charger).grade == 0

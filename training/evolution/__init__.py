@@ -24,11 +24,30 @@ endpoint to edit a seed pair's fields (JSON), validates the edit against the
 catalog's vocabulary and lets the rulebook label the result, so an LLM can
 propose but never decide a grade.
 
+Guideline evolution is the second step (`guideline`): the guideline itself
+is edited (`proposers`: a deterministic rule-based proposer, or an LLM at an
+OpenAI-compatible endpoint), each edit trained against an unchanged control
+from the same model and kept only when held-out dev agreement rises by a
+margin; every edit is logged.
+
 Modules: `operators` (what a mutation does to a query and a product, per
 rule), `mutators` (who proposes: the operators or an LLM), `loop` (the
-config, the filter and the rounds, with their typed record).
+config, the filter and the rounds, with their typed record), `proposers`
+(guideline edits), `guideline` (the edit rounds, the acceptance test, the log).
 """
 
+from training.evolution.guideline import (
+    LOG_FILE,
+    Decision,
+    GuidelineEvolution,
+    GuidelineRound,
+    GuidelineTrials,
+    Trial,
+    decide,
+    make_proposer,
+    run_guideline_evolution,
+    split_dev,
+)
 from training.evolution.loop import (
     EvolutionConfig,
     EvolutionResult,
@@ -42,24 +61,39 @@ from training.evolution.loop import (
 )
 from training.evolution.mutators import LLMMutator, Mutator, ProgrammaticMutator, apply_edit
 from training.evolution.operators import OPERATOR_RULES, OPERATORS, Operator, Pair, operators_for
+from training.evolution.proposers import EndpointProposer, GuidelineEdit, Proposer, RuleBasedProposer
 
 __all__ = [
+    "LOG_FILE",
     "OPERATORS",
     "OPERATOR_RULES",
+    "Decision",
+    "EndpointProposer",
     "EvolutionConfig",
     "EvolutionResult",
     "EvolutionRound",
+    "GuidelineEdit",
+    "GuidelineEvolution",
+    "GuidelineRound",
+    "GuidelineTrials",
     "LLMMutator",
     "Mutator",
     "Operator",
     "Pair",
     "ProgrammaticMutator",
+    "Proposer",
+    "RuleBasedProposer",
     "TargetRule",
+    "Trial",
     "VariantFilter",
     "apply_edit",
+    "decide",
     "generate_variants",
+    "make_proposer",
     "operators_for",
     "pick_targets",
     "rule_errors",
     "run_evolution",
+    "run_guideline_evolution",
+    "split_dev",
 ]

@@ -17,6 +17,8 @@ from training.world.explanation import parse_explanation
 
 log = logging.getLogger(__name__)
 
+GUIDELINE_PROPOSERS = ("rules", "endpoint")
+
 
 @dataclass
 class EvolutionConfig:
@@ -32,6 +34,29 @@ class EvolutionConfig:
     llm_model: str | None = field(default=None, metadata={"help": "model name at the endpoint"})
     llm_api_key_env: str = field(default="OPENAI_API_KEY", metadata={"help": "environment variable with the key"})
     seed: int = field(default=0, metadata={"help": "mutation seed"})
+    # guideline evolution (`training.evolution.guideline`): edits of the guideline, kept only when they help
+    guideline_rounds: int = field(
+        default=2,
+        metadata={"help": "guideline edit rounds (propose, train edit vs control, keep or roll back); 0 = off"},
+    )
+    guideline_proposer: str = field(
+        default="rules",
+        metadata={
+            "help": "rules (deterministic) or endpoint: the LLM at llm_base_url / llm_model, "
+            "which then also mutates the hard cases"
+        },
+    )
+    guideline_steps: int = field(default=20, metadata={"help": "SFT steps each arm (edit, control) continues for"})
+    guideline_accept_share: float = field(
+        default=0.5, metadata={"help": "share of dev queries that accept edits (the rest picks the rules)"}
+    )
+    guideline_z: float = field(
+        default=2.0, metadata={"help": "an edit must beat the control by this many paired standard errors"}
+    )
+    guideline_min_gain: float = field(default=0.0, metadata={"help": "and by at least this much agreement"})
+    guideline_max_chars: int = field(
+        default=2000, metadata={"help": "edits that make the guideline longer are not tried"}
+    )
 
     def __post_init__(self) -> None:
         self.operators = tuple(self.operators)
@@ -47,6 +72,22 @@ class EvolutionConfig:
             raise ValueError(f"holdout_share {self.holdout_share} must be in [0, 1); try 0.2")
         if (self.llm_base_url is None) != (self.llm_model is None):
             raise ValueError("set both llm_base_url and llm_model (or neither: the programmatic mutator)")
+        if self.guideline_proposer not in GUIDELINE_PROPOSERS:
+            raise ValueError(
+                f"guideline_proposer {self.guideline_proposer!r}: choose from {', '.join(GUIDELINE_PROPOSERS)}"
+            )
+        if self.guideline_proposer == "endpoint" and not self.llm_base_url:
+            raise ValueError("guideline_proposer endpoint needs llm_base_url and llm_model (the endpoint it asks)")
+        if self.guideline_rounds < 0 or self.guideline_steps < 1 or self.guideline_max_chars < 1:
+            raise ValueError(
+                "guideline_rounds >= 0, guideline_steps >= 1 and guideline_max_chars >= 1 are required, got "
+                f"{self.guideline_rounds}, {self.guideline_steps}, {self.guideline_max_chars} (rounds=0 turns it off)"
+            )
+        if not 0 < self.guideline_accept_share < 1 or self.guideline_z < 0:
+            raise ValueError(
+                f"guideline_accept_share must be in (0, 1) and guideline_z >= 0, got "
+                f"{self.guideline_accept_share}, {self.guideline_z}; try 0.5 and 2.0"
+            )
 
     def mutator(self) -> Mutator:
         if self.llm_base_url:

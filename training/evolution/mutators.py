@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import fields, replace
 from typing import Protocol
 
-from training.endpoint import Post, auth_headers, chat_completions_url, post_json
+from training.endpoint import Post, auth_headers, chat_completions_url, json_object, post_json
 from training.evolution.operators import OPERATORS, Pair, resample, seed_pair
 from training.world.catalog import Product, alternatives, real_brands, with_changes
 from training.world.queries import Query, render_query
@@ -86,7 +86,7 @@ class LLMMutator:
                 self._request(rule_id, operator, query, product),
                 auth_headers(self.api_key),
             )
-            edit = _json_object(reply["choices"][0]["message"]["content"])
+            edit = json_object(reply["choices"][0]["message"]["content"])
         except Exception as e:  # a flaky endpoint costs a variant, never the run
             self.failures[type(e).__name__] += 1
             return None
@@ -112,17 +112,6 @@ def _fields(obj, names: Sequence[str]) -> dict:
     if "has_feature" in names and obj.ptype.feature:
         out["has_feature"] = obj.has_feature(obj.ptype.feature)
     return out
-
-
-def _json_object(text: str) -> dict:
-    text = text.strip()
-    if text.startswith("```"):
-        text = text.strip("`").split("\n", 1)[1] if "\n" in text else text
-    start, end = text.find("{"), text.rfind("}")
-    value = json.loads(text[start : end + 1])
-    if not isinstance(value, dict):
-        raise ValueError("the edit is not a JSON object")
-    return value
 
 
 def apply_edit(rng: random.Random, query: Query, product: Product, edit: dict) -> Pair | None:

@@ -74,5 +74,28 @@ def write_markdown(report: PipelineReport, path: Path) -> None:
             lines.append(
                 f"| {r.round} | accepted per operator: {r.accepted_per_operator}; rejected: {r.rejected} | | | | | | |"
             )
+    g = report.guideline_evolution
+    if g is not None:
+        lines += [
+            "",
+            "## Guideline evolution",
+            "",
+            f"Proposer: {g.proposer}; {g.steps} SFT steps per arm from the same model; {g.choose_examples} dev "
+            f"examples pick rules, {g.accept_examples} others measure agreement; an edit is kept when it beats the "
+            f"control by more than {g.min_gain:g} + {g.z:g} paired standard errors. {g.accepted} of "
+            f"{len(g.rounds)} kept; the shipped model's guideline is the final one (guideline_evolution.json).",
+            "",
+            "| round | edit | rules | control agreement | edit agreement | difference | margin | kept |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for row in g.rounds:
+            what = f"{row.kind}: {row.description}" if row.kind else "-"
+            if row.note:
+                what += f" ({row.note})"
+            lines.append(
+                f"| {row.round} | {what.replace('|', '/')} | {', '.join(row.rules)} | {_f(row.control_agreement)} "
+                f"| {_f(row.edit_agreement)} | {_f(row.difference)} | {_f(row.margin)} "
+                f"| {'yes' if row.accepted else 'no'} |"
+            )
     lines += ["", "## Timings (s)", "", " ".join(f"{k}={v:.0f}" for k, v in report.timings.items()), ""]
     path.write_text("\n".join(lines))

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from training.evaluate.torch_model import ModelSize
-from training.evolution import EvolutionRound
+from training.evolution import EvolutionRound, GuidelineEvolution
 
 
 @dataclass(frozen=True)
@@ -128,6 +128,7 @@ class PipelineReport:
     comparison: dict[str, ArmResult] = field(default_factory=dict)  # the method: base, sft, grpo, mbo
     evolution: list[EvolutionRound] = field(default_factory=list)
     evolved_examples: int = 0
+    guideline_evolution: GuidelineEvolution | None = None  # the edit log (also guideline_evolution.json)
     distillation: DistillationSummary | None = None
 
     def to_json(self) -> dict[str, Any]:

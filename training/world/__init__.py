@@ -5,6 +5,7 @@ Pure standard library and deterministic from a seed:
     from training.world import build_world, guideline_text
     world = build_world(seed=0)              # WorldSplits(train, dev, test), split by query
     world.long_tail("test")                  # examples a long-tail rule decided
+    long_tail_eval_set(seed=0, world=world)  # eval only: >= 100 examples per long-tail rule, fresh queries
     guideline_text()                         # the rulebook as the system prompt's guideline
     save_world(world, "data/")               # a dataset folder afrl.dataset.load_dataset reads
 
@@ -16,11 +17,13 @@ text), `queries`, `rules` (the rulebook), `judge` (applies it), `candidates`
 
 from training.world.catalog import Product, accessory_for, build_product, sample_product
 from training.world.dataset import (
+    LONG_TAIL_EVAL_FILE,
     Example,
     WorldSplits,
     build_world,
     grade_distribution,
     load_jsonl,
+    long_tail_eval_set,
     majority_baseline_accuracy,
     make_example,
     rule_firing_rates,
@@ -35,6 +38,7 @@ from training.world.units import Quantity, write
 
 __all__ = [
     "GRADE_MEANINGS",
+    "LONG_TAIL_EVAL_FILE",
     "RULEBOOK",
     "RULES",
     "Citation",
@@ -56,6 +60,7 @@ __all__ = [
     "guideline_text",
     "judge",
     "load_jsonl",
+    "long_tail_eval_set",
     "majority_baseline_accuracy",
     "make_example",
     "parse_explanation",

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from training.world.catalog import Product
 from training.world.queries import Query
 from training.world.rules import RULEBOOK, RULES
-from training.world.vocabulary import FEATURE_PHRASES, LOOKALIKES, model_brand, relation
+from training.world.vocabulary import FEATURE_PHRASES, LOOKALIKES, PRODUCT_TYPES, THIRD_PARTY, model_brand, relation
 
 SATISFIED, VIOLATED = "satisfied", "violated"
 
@@ -289,6 +289,19 @@ def _owner(model: str | None) -> str | None:
     return model_brand(model)[0] if model else None
 
 
+def _official_fit(q: Query) -> str | None:
+    """The device brand an accessory query names by its maker: a Google charger is for Google devices.
+
+    A fitted accessory made by a device maker (not a third-party maker) fits
+    that maker's devices, as the catalog builds it; its titles say only the
+    brand ("Google 20W Charger"), so the query's brand is what it fits.
+    """
+    t = PRODUCT_TYPES[q.type_key] if q.type_key else None
+    if t is None or not t.fit or q.brand is None or q.brand in THIRD_PARTY:
+        return None
+    return q.brand
+
+
 @_check("R12")
 def _complement_fits(q: Query, p: Product, rel: str | None) -> Outcome | None:
     if rel != "complement":
@@ -297,7 +310,7 @@ def _complement_fits(q: Query, p: Product, rel: str | None) -> Outcome | None:
         q_model, q_brand = q.model, q.brand or _owner(q.model)
         d_model, d_brand = p.fits_model, p.fits_brand
     else:  # the query names an accessory's device, the document is a device
-        q_model, q_brand = q.fits_model, q.fits_brand or _owner(q.fits_model)
+        q_model, q_brand = q.fits_model, q.fits_brand or _owner(q.fits_model) or _official_fit(q)
         d_model, d_brand = p.model, (p.brand if p.brand_in_title else None)
     if q_model and d_model:
         return _verdict(q_model == d_model, f"fits {q_model}", f"{d_model}, not {q_model}")
