@@ -28,7 +28,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +48,17 @@ class EvalData:
     baseline_grades: list[int]
     baseline_from: str
     dataset: dict[str, Any] | None = None  # afrl.dataset's report, for a folder or a file
+    baseline_examples: list[Example] | None = None  # the rows the one-cue heuristics are fitted on
+
+    def heuristics(self) -> dict[str, float] | None:
+        """The category and pair-table heuristics' accuracy on these rows (None: the data is not world-like)."""
+        if self.baseline_examples is None:
+            return None
+        try:
+            from training.evaluate.baselines import category_baselines
+        except ImportError:  # a serving-only install: the majority baseline alone
+            return None
+        return category_baselines(self.baseline_examples, self.examples)
 
 
 def load_eval_data(
@@ -66,7 +77,12 @@ def load_eval_data(
         from training.world import build_world
 
         world = build_world(seed=seed)
-        return EvalData(world.split(data), [e.grade for e in world.train], f"train split of the world (seed {seed})")
+        return EvalData(
+            world.split(data),
+            [e.grade for e in world.train],
+            f"train split of the world (seed {seed})",
+            baseline_examples=world.train,
+        )
     path = Path(data)
     if not path.exists():
         raise FileNotFoundError(
@@ -80,7 +96,11 @@ def load_eval_data(
         rows = ds.split(split)
         how = f"; {split} was {ds.report.split_off[split]}" if split in ds.report.split_off else ""
         return EvalData(
-            rows, [e.grade for e in ds.train], f"train split of {path} ({len(ds.train)} rows){how}", ds.report.to_dict()
+            rows,
+            [e.grade for e in ds.train],
+            f"train split of {path} ({len(ds.train)} rows){how}",
+            ds.report.to_dict(),
+            ds.train,
         )
     rows = ds.train  # the whole file, in its order
     return EvalData(
@@ -123,7 +143,7 @@ def evaluate(
         )
     rows = load_eval_data(data, seed, model_label_values(model_dir), split, progress)
     if limit is not None:
-        rows = EvalData(rows.examples[:limit], rows.baseline_grades, rows.baseline_from, rows.dataset)
+        rows = replace(rows, examples=rows.examples[:limit])
     report: dict | None = None
     checkpoint: Path | None = model_dir
     if is_artifact:
@@ -211,6 +231,7 @@ def _data_figures(data: str, split: str, rows: EvalData) -> dict[str, Any]:
     }
     if rows.dataset is not None:
         figures["dataset"] = rows.dataset
+    figures.update(rows.heuristics() or {})
     return figures
 
 

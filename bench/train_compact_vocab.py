@@ -63,7 +63,6 @@ import re
 import statistics
 import sys
 import time
-from collections import Counter, defaultdict
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -363,59 +362,14 @@ def torch_equal_init(trained, fresh, vocab) -> bool:
 # heuristic ------------------------------------------------------------------
 
 
-def query_type(query: str) -> str | None:
-    """The product type a query asks for: its longest query noun, else the main product whose model it names."""
-    from training.world.vocabulary import BRAND_MODELS, PRODUCT_TYPES, model_brand
-
-    nouns = sorted(((n, k) for k, t in PRODUCT_TYPES.items() for n in t.query_nouns), key=lambda x: -len(x[0]))
-    for noun, key in nouns:
-        if re.search(rf"\b{re.escape(noun)}\b", query):
-            return key
-    models = (
-        m
-        for k, makers in BRAND_MODELS.items()
-        if not PRODUCT_TYPES[k].is_accessory
-        for ms in makers.values()
-        for m in ms
-    )
-    for model in sorted(models, key=len, reverse=True):
-        if re.search(rf"\b{re.escape(model.lower())}\b", query):
-            return model_brand(model)[1]
-    return None
-
-
-def category_of(document: str) -> str:
-    found = re.search(r"Category: [^>]+> ([^.]+)\.", document)
-    if found is None:
-        raise ValueError(f"document has no Category line: {document[:80]!r}")
-    return found.group(1)
-
-
 def category_heuristic(train: list, test: list) -> dict:
     """Accuracy of the grade predicted from the query's type against the document's Category line."""
-    from training.world.vocabulary import relation
+    from training.evaluate.baselines import category_baselines
 
-    def rel(e) -> str:
-        q = query_type(e.query)
-        return "brand-only" if q is None else relation(q, category_of(e.document))
-
-    def pair(e) -> tuple:
-        return (query_type(e.query), category_of(e.document))
-
-    cues = {e: (rel(e), pair(e)) for e in train + test}
-    by_rel: dict = defaultdict(Counter)
-    by_pair: dict = defaultdict(Counter)
-    for e in train:
-        by_rel[cues[e][0]][e.grade] += 1
-        by_pair[cues[e][1]][e.grade] += 1
-
-    def majority(counts: Counter) -> int:
-        return counts.most_common(1)[0][0]
-
+    found = category_baselines(train, test) or {}
     return {
-        "relation_accuracy": sum(majority(by_rel[cues[e][0]]) == e.grade for e in test) / len(test),
-        "pair_table_accuracy": sum(majority(by_pair.get(cues[e][1]) or by_rel[cues[e][0]]) == e.grade for e in test)
-        / len(test),
+        "relation_accuracy": found.get("category_heuristic_accuracy"),
+        "pair_table_accuracy": found.get("pair_table_heuristic_accuracy"),
         "examples": len(test),
     }
 

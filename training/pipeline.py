@@ -103,8 +103,13 @@ def _sft_only(
     say(
         progress,
         log,
-        f"test accuracy {figures.accuracy:.3f} vs majority baseline "
-        f"{figures.majority_baseline_accuracy:.3f} ({figures.examples} examples)",
+        f"test accuracy {figures.accuracy:.3f} vs majority baseline {figures.majority_baseline_accuracy:.3f}"
+        + (
+            f", category heuristic {figures.category_heuristic_accuracy:.3f}"
+            if figures.category_heuristic_accuracy is not None
+            else ""
+        )
+        + f" ({figures.examples} examples)",
     )
     with clock("export"):
         _, manifest = ship(config, setup, model, out_dir, {"sft": config.sft}, progress)

@@ -34,6 +34,7 @@ import os
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -381,7 +382,16 @@ class TrainingSetup:
         """Test figures (`evaluate_model`); explanations are decoded over the completion vocabulary."""
         from training.evaluate.torch_model import evaluate_model
 
-        return evaluate_model(model, self.ctx, self.test, self.train_grades, explain, self.vocab)
+        report = evaluate_model(model, self.ctx, self.test, self.train_grades, explain, self.vocab)
+        report.update(self.heuristics)
+        return report
+
+    @cached_property
+    def heuristics(self) -> dict[str, float]:
+        """The one-cue heuristics on the evaluated test rows (empty when the data is not written like the world)."""
+        from training.evaluate.baselines import category_baselines
+
+        return category_baselines(self.data.train, self.test) or {}
 
     def save(self, model: torch.nn.Module | None, folder: Path, configs: dict[str, Any]) -> Path:
         """The checkpoint folder with its afrl.json; LoRA adapters are merged first (`merged` gives the model)."""

@@ -30,6 +30,8 @@ class Figures:
     mean_label_entropy: float
     predicted_grade_entropy: float
     ndcg_at_10: float | None = None
+    category_heuristic_accuracy: float | None = None  # the one-cue baselines (training.evaluate.baselines)
+    pair_table_heuristic_accuracy: float | None = None
     head_accuracy: float | None = None
     long_tail_accuracy: float | None = None
     long_tail_label_entropy: float | None = None
@@ -52,6 +54,8 @@ class Figures:
             mean_label_entropy=evaluation["mean_label_entropy"],
             predicted_grade_entropy=evaluation["predicted_grade_entropy"],
             ndcg_at_10=evaluation.get("ndcg@10"),
+            category_heuristic_accuracy=evaluation.get("category_heuristic_accuracy"),
+            pair_table_heuristic_accuracy=evaluation.get("pair_table_heuristic_accuracy"),
             head_accuracy=evaluation.get("head_accuracy"),
             long_tail_accuracy=evaluation.get("long_tail_accuracy"),
             long_tail_label_entropy=evaluation.get("long_tail_label_entropy"),
