@@ -2,8 +2,10 @@
 
     completion_nll          SFT: weighted next-token NLL of the completion (optionally restricted vocabulary)
     group_step_advantages   Stepwise-GRPO: rewards (N, S) -> advantages normalised per group and per step
+    varied_groups           which groups carry a learning signal (rewards not constant on every step)
     step_token_advantages   each token gets its step's advantage, every step weighted alike
     clipped_policy_loss     PPO-clipped surrogate, token mean per sequence (TRL loss_type="grpo")
+    clip_fraction           share of tokens whose ratio the clipping stopped (TRL's clip_ratio)
     mode_balanced_loss      policy loss + lambda x expert NLL
     k3_kl                   reference-KL penalty: the k3 estimate of KL(policy || reference), token mean per sequence
     label_kl                distillation: KL(teacher || student) over the grade labels at the first position
@@ -64,13 +66,30 @@ def group_step_advantages(rewards: torch.Tensor, group_size: int, eps: float = 1
     returns: (N, S) with A[i, s] = (r[i, s] - mean_g r[:, s]) / (std_g r[:, s] + eps),
         std unbiased as in TRL; a step on which the whole group earned the same reward gets 0.
     """
+    grouped = _grouped(rewards, group_size)  # (P, G, S)
+    mean = grouped.mean(dim=1, keepdim=True)
+    std = grouped.std(dim=1, keepdim=True)
+    constant = (grouped == grouped[:, :1]).all(dim=1, keepdim=True)  # (P, 1, S); float means need not be exact
+    return torch.where(constant, 0.0, (grouped - mean) / (std + eps)).view_as(rewards)
+
+
+def varied_groups(rewards: torch.Tensor, group_size: int) -> torch.Tensor:
+    """(P,) True where a group's rewards differ on at least one step.
+
+    rewards: (N, S), grouped as in `group_step_advantages`. A group whose every step earned one
+    reward across its G completions has all-zero advantages: it teaches nothing, and the RL loop
+    leaves it out of the policy loss (DAPO's dynamic sampling, without the resampling), so it
+    neither dilutes the mean over sequences nor counts in its normaliser.
+    """
+    grouped = _grouped(rewards, group_size)  # (P, G, S)
+    return (grouped != grouped[:, :1]).flatten(1).any(dim=1)
+
+
+def _grouped(rewards: torch.Tensor, group_size: int) -> torch.Tensor:
     n, s = rewards.shape
     if group_size < 2 or n % group_size:
         raise ValueError(f"{n} rows do not split into groups of {group_size} (need group_size >= 2)")
-    grouped = rewards.float().view(n // group_size, group_size, s)  # (P, G, S)
-    mean = grouped.mean(dim=1, keepdim=True)
-    std = grouped.std(dim=1, keepdim=True)
-    return ((grouped - mean) / (std + eps)).view(n, s)
+    return rewards.float().view(n // group_size, group_size, s)
 
 
 def step_token_advantages(
@@ -109,6 +128,21 @@ def clipped_policy_loss(
     clipped = torch.clamp(ratio, 1 - clip_eps, 1 + clip_eps)
     per_token = -torch.min(ratio * advantages, clipped * advantages)  # (N, T)
     return ((per_token * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1)).mean()
+
+
+def clip_fraction(
+    logps: torch.Tensor, old_logps: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor, clip_eps: float = 0.2
+) -> float:
+    """Share of the real tokens on which `clipped_policy_loss` takes the clipped branch (no gradient there).
+
+    A token is clipped when its ratio left [1 - eps, 1 + eps] in the direction its advantage pushes
+    (ratio > 1 + eps with A > 0, ratio < 1 - eps with A < 0), as TRL's `clip_ratio` counts it.
+    On-policy (the first update of a batch) every ratio is 1 and the fraction is 0.
+    """
+    ratio = torch.exp(logps.detach() - old_logps)
+    clipped = ((ratio > 1 + clip_eps) & (advantages > 0)) | ((ratio < 1 - clip_eps) & (advantages < 0))
+    real = mask > 0
+    return (clipped & real).sum().item() / max(1, int(real.sum().item()))
 
 
 def mode_balanced_loss(policy_loss: torch.Tensor, expert_nll: torch.Tensor, lam: float) -> torch.Tensor:

@@ -9,11 +9,12 @@
                    and kept only when held-out dev agreement rises by the margin, else rolled back;
                    every edit is logged in guideline_evolution.json; everything after (the arms,
                    the distilled student, the shipped checkpoint and artifact) uses the evolved guideline
-    4. compare     from the same checkpoint, at the same number of optimizer steps and learning rate:
-                   SFT alone (batches of P + B_e demonstrations from the natural mix, long tail and
-                   evolved cases) | Stepwise-GRPO alone (lambda = 0) | mode-balanced (GRPO + lambda x SFT
-                   on B_e expert demonstrations per step: examples a long-tail rule decided, from train
-                   and from evolution);
+    4. compare     from the same checkpoint, with the same data at every step (P train prompts and
+                   B_e expert demonstrations: examples a long-tail rule decided, from train and from
+                   evolution; `training.rl.step_data`), the same optimizer and the same number of
+                   updates, so the arms differ in objective only: SFT alone (the P prompts' references
+                   and the B_e demonstrations, `training.sft_arm`) | Stepwise-GRPO alone (lambda = 0;
+                   the B_e batch is only measured) | mode-balanced (GRPO + lambda x SFT on the B_e batch);
                    head accuracy, long-tail accuracy and label entropy on the test split; wall time too
     5. distill     the mode-balanced teacher -> a smaller student (sequence-level KD + first-token KL)
     6. ship        the student as the checkpoint OUT/NAME, exported to OUT/artifact (what `afrl serve` loads);
@@ -58,6 +59,7 @@ from training.presets import MethodConfig, PipelineConfig
 from training.report import ArmResult, DistillationSummary, Figures, PipelineReport, SFTSummary, StageEnd
 from training.rl import train_rl
 from training.setup import TrainingSetup
+from training.sft_arm import train_sft_arm
 from training.stopwatch import Stopwatch
 from training.world.rules import RULES
 
@@ -297,19 +299,10 @@ def _train_arm(
     """One arm of the comparison on its own copy of the base model: (model, per-step history, seconds)."""
     start = time.perf_counter()
     rl = method.rl
+    tagged = (lambda m: progress(f"[{arm}] {m}")) if progress else None
     if arm == "sft":
-        # the same optimizer budget as the RL arms: their steps, their learning rate, P + B_e sequences a step
-        sft_arm = StageConfig("sft_arm", {"all": 0.5, "long_tail": 0.25, "evolved": 0.25}, rl.steps)
-        sft = replace(
-            method.curriculum.sft, learning_rate=rl.learning_rate, batch_size=rl.expert_batch_size + rl.prompts_per_step
-        )
-        same = replace(method.curriculum, sft=sft)
-        losses = run_stage(
-            model, sft_arm, setup.pools, same, setup.ctx.labels, setup.ctx.pad_id, setup.vocab, progress, seed=7
-        ).losses
-        history = [{"step": i + 1, "loss": x} for i, x in enumerate(losses)]
+        result = train_sft_arm(model, setup.rl_prompts(), setup.expert(), setup.ctx, rl, setup.vocab, tagged)
     else:
         config = rl if arm == "mbo" else replace(rl, lam=0.0, lam_final=None)
-        tagged = (lambda m: progress(f"[{arm}] {m}")) if progress else None
-        history = train_rl(model, setup.rl_prompts(), setup.expert(), setup.ctx, config, setup.vocab, tagged).history
-    return model, history, time.perf_counter() - start
+        result = train_rl(model, setup.rl_prompts(), setup.expert(), setup.ctx, config, setup.vocab, tagged)
+    return model, result.history, time.perf_counter() - start

@@ -3,22 +3,29 @@
 Every step:
 
     1. rollouts   draw P prompts; sample G completions each from the current policy
-                  (temperature 1, `training.rollout.generate`)
+                  (temperature 1, `training.rollout.generate`); the prompts and the step's expert
+                  batch come from `step_data`, a function of the seed alone
     2. rewards    r[i, s] for each completion i and step s = grade, query, document,
                   rules, conclusion (`training.rewards.STEP_REWARDS`)
     3. advantages A[i, s] = (r[i, s] - mean_group r[., s]) / (std_group r[., s] + eps),
                   per step (`losses.group_step_advantages`); every token of step s gets
-                  A[i, s], scaled so each step weighs the same (`losses.step_token_advantages`)
+                  A[i, s], scaled so each step weighs the same (`losses.step_token_advantages`);
+                  a group whose rewards are the same on every step (all its advantages 0) is
+                  dropped from the policy term (`losses.varied_groups`): it would only dilute the
+                  mean over sequences (history: `dropped_groups`; `RLResult.dropped_group_fraction`)
     4. loss       L = L_GRPO + beta x KL(pi || pi_ref) + lambda_t x NLL(expert batch)
-                  L_GRPO: PPO-clipped surrogate, token mean per completion (`losses.clipped_policy_loss`);
-                  KL: k3 estimate on the sampled tokens against the frozen starting checkpoint
-                  (`losses.k3_kl`; only when beta > 0);
+                  L_GRPO: PPO-clipped surrogate, token mean per completion, mean over the completions
+                  of the kept groups (`losses.clipped_policy_loss`);
+                  KL: k3 estimate on every sampled completion against a frozen copy of the model the
+                  stage started from (`losses.k3_kl`; only when beta > 0);
                   the expert batch: B_e demonstrations drawn every step from the expert pool
                   (long-tail and evolved hard cases), scored with the SFT loss (`sft.sft_loss`);
                   lambda_t follows `RLConfig.lam_schedule` (`lambda_at`: constant, linear or cosine from
                   lam to lam_final). lambda = 0 is Stepwise-GRPO alone.
-    5. update     AdamW, gradient clipping; one update per batch of rollouts (on-policy, so the
-                  ratio is 1 and clipping only matters if `epochs_per_batch` > 1)
+    5. update     AdamW, gradient clipping; `epochs_per_batch` updates per batch of rollouts. The
+                  first is on-policy (ratio 1, nothing clipped); later ones take the ratio to the
+                  log-probabilities of the first, and the PPO clip bounds them (history:
+                  `clip_fraction`, the share of policy tokens clipped, mean over the epochs)
 
 By default there is no KL penalty to a reference model (beta = 0, TRL's
 default): the SFT term is what keeps the policy near the expert
@@ -46,27 +53,31 @@ import logging
 import math
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import torch
 
 from training.context import TrainingContext
 from training.losses import (
+    clip_fraction,
     clipped_policy_loss,
     group_step_advantages,
     k3_kl,
     mode_balanced_loss,
     step_token_advantages,
+    varied_groups,
 )
 from training.rewards import N_STEPS, STEP_NAMES, assign_steps, first_grade, step_rewards
 from training.rollout import generate
 from training.sft import _param_groups, completion_hidden, sft_loss
-from training.sft_data import SFTSequence, collate
+from training.sft_data import SFTBatch, SFTSequence, collate
 
 log = logging.getLogger(__name__)
 
 LAMBDA_SCHEDULES = ("constant", "linear", "cosine")
+
+StepRewards = Callable[..., list[list[float]]]  # (completions, **columns) -> (N, S), like `rewards.step_rewards`
 
 
 @dataclass
@@ -120,6 +131,8 @@ class RLConfig:
                 f"step_weights needs {N_STEPS} non-negative weights, not all 0 ({', '.join(STEP_NAMES)}), "
                 f"got {list(self.step_weights)}; e.g. {[1.0] * N_STEPS}"
             )
+        if self.epochs_per_batch < 1:
+            raise ValueError(f"epochs_per_batch must be >= 1 (1 = on-policy), got {self.epochs_per_batch}")
         if self.lam < 0 or (self.lam_final is not None and self.lam_final < 0):
             raise ValueError(
                 f"lambda must be >= 0 (0 = Stepwise-GRPO alone), got lam={self.lam}, lam_final={self.lam_final}"
@@ -172,8 +185,14 @@ def rl_examples(examples, sequences: Sequence[SFTSequence]) -> list[RLExample]:
 
 @dataclass
 class RLResult:
-    history: list[dict]  # one row per step: loss, lambda, mean reward per step, sampled grade accuracy
+    history: list[dict]  # one row per step: loss, lambda, rewards, dropped groups, clip fraction, ...
     seconds: float
+
+    @property
+    def dropped_group_fraction(self) -> float:
+        """Share of all groups left out of the policy loss: every completion earned the same rewards."""
+        dropped = sum(h.get("dropped_groups", 0) for h in self.history)
+        return dropped / max(1, dropped + sum(h.get("kept_groups", 0) for h in self.history))
 
 
 def token_logps(
@@ -190,6 +209,38 @@ def token_logps(
     return torch.nn.utils.rnn.pad_sequence(list(flat.split(lengths)), batch_first=True)  # (N, T)
 
 
+@dataclass
+class StepData:
+    """What one step trains on: P prompts and B_e expert demonstrations."""
+
+    prompts: list[RLExample]
+    expert: list[SFTSequence]  # empty when there is no expert pool or B_e = 0
+
+
+def step_data(prompts: Sequence[RLExample], expert: Sequence[SFTSequence], config: RLConfig) -> Iterator[StepData]:
+    """Every step's data, drawn from `config.seed` alone (not from the model or its samples).
+
+    Prompts go through shuffled passes over `prompts`; the expert batch is drawn with replacement.
+    So the comparison's arms (`training.method`) see the same prompts and expert batches, step by
+    step, whatever their objective: SFT alone, lambda = 0, lambda > 0.
+    """
+    rng = random.Random(config.seed)
+    order: list[int] = []
+    for _ in range(config.steps):
+        if len(order) < config.prompts_per_step:
+            order += rng.sample(range(len(prompts)), len(prompts))
+        chosen = [prompts[order.pop()] for _ in range(config.prompts_per_step)]
+        chunk = [expert[rng.randrange(len(expert))] for _ in range(config.expert_batch_size)] if expert else []
+        yield StepData(chosen, chunk)
+
+
+def rl_optimizer(model: torch.nn.Module, config: RLConfig) -> torch.optim.Optimizer:
+    """AdamW at the stage's constant learning rate (the SFT arm of the comparison uses the same)."""
+    return torch.optim.AdamW(
+        _param_groups(model, config.weight_decay), lr=config.learning_rate, betas=(0.9, 0.95), fused=True
+    )
+
+
 def train_rl(
     model: torch.nn.Module,
     prompts: Sequence[RLExample],
@@ -198,17 +249,19 @@ def train_rl(
     config: RLConfig,
     vocab: torch.Tensor | None,
     progress: Callable[[str], None] | None = None,
+    reward_fn: StepRewards = step_rewards,
 ) -> RLResult:
     """Train `model` in place; `expert` may be empty when lambda is 0 throughout.
 
     With beta > 0 the reference is a frozen copy of `model` as it is on entry (the starting checkpoint).
+    reward_fn: (completions, grade=, reference=, rule_ids=) -> (N, S) rewards, one column per step
+    (default: the AFRL step rewards; tests pass simpler ones).
     """
     if config.gradient_checkpointing:
         raise ValueError(
             "the plain RL loop reuses the guideline's KV cache, which gradient checkpointing drops: "
             "use --engine trl for gradient checkpointing"
         )
-    rng = random.Random(config.seed)
     sampler = torch.Generator().manual_seed(config.seed)
     device = next(model.parameters()).device
     vocab = None if vocab is None else vocab.to(device)
@@ -217,23 +270,16 @@ def train_rl(
     weights = torch.tensor(config.step_weights)
     if (config.lam > 0 or (config.lam_final or 0) > 0) and not expert:
         raise ValueError("lambda > 0 needs expert demonstrations")
-    optimizer = torch.optim.AdamW(
-        _param_groups(model, config.weight_decay), lr=config.learning_rate, betas=(0.9, 0.95), fused=True
-    )
+    optimizer = rl_optimizer(model, config)
     reference = _frozen_copy(model) if config.beta > 0 else None
     history: list[dict] = []
-    order: list[int] = []
     start = time.perf_counter()
     g = config.group_size
-    for step in range(config.steps):
-        if len(order) < config.prompts_per_step:
-            order += rng.sample(range(len(prompts)), len(prompts))
-        chosen = [prompts[order.pop()] for _ in range(config.prompts_per_step)]
-
+    for step, data in enumerate(step_data(prompts, expert, config)):
         model.eval()
         rollouts = generate(
             model,
-            [x.sequence.prompt_ids for x in chosen],
+            [x.sequence.prompt_ids for x in data.prompts],
             prefix_len=prefix_len,
             eos_id=ctx.eos_id,
             max_new_tokens=config.max_new_tokens,
@@ -244,50 +290,53 @@ def train_rl(
         )
         model.train()
         texts = [ctx.decode(ids) for ids in rollouts.completion_ids]
-        rows = [x for x in chosen for _ in range(g)]
+        rows = [x for x in data.prompts for _ in range(g)]
         rewards = torch.tensor(
-            step_rewards(
+            reward_fn(
                 texts,
                 grade=[x.grade for x in rows],
                 reference=[x.reference for x in rows],
                 rule_ids=[x.rule_ids for x in rows],
-            )
+            ),
+            dtype=torch.float32,
         )  # (N, S)
-        step_adv = group_step_advantages(rewards, g)  # (N, S)
-
-        sequences = [
-            SFTSequence(x.sequence.prompt_ids, ids, x.grade)
-            for x, ids in zip(rows, rollouts.completion_ids, strict=True)
-        ]
-        lengths = [len(ids) for ids in rollouts.completion_ids]
-        batch = collate(sequences, ctx.pad_id, skip_prefix=prefix_len).to(device)
-        step_ids = torch.nn.utils.rnn.pad_sequence(
-            [torch.tensor(assign_steps([ctx.piece(t) for t in ids])) for ids in rollouts.completion_ids],
-            batch_first=True,
-        )  # (N, T)
-        mask = torch.nn.utils.rnn.pad_sequence([torch.ones(n) for n in lengths], batch_first=True)  # (N, T)
-        advantages = step_token_advantages(step_adv, step_ids, mask, weights).to(device)
-        mask = mask.to(device)
+        varied = varied_groups(rewards, g)  # (P,) groups with a learning signal
+        scored = _scored_rows(rows, rollouts.completion_ids, rewards, varied, ctx, config, weights)
+        if scored is not None:
+            scored = scored.to(device)
+        ref_logps = None
+        if reference is not None and scored is not None:
+            with torch.no_grad():
+                ref_logps = token_logps(reference, scored.batch, vocab, prefix, scored.lengths)
+        expert_batch = (
+            collate(data.expert, ctx.pad_id, skip_prefix=prefix_len).to(device) if data.expert else None
+        )  # lambda = 0: its NLL is measured (how far the policy drifts), not trained on
         lam = lambda_at(step, config.steps, config.lam, config.lam_final, config.lam_schedule)
+        policy = kl = torch.zeros((), device=device)
+        nll = torch.full((), float("nan"))
+        clipped: list[float] = []
         old = None
-        for _ in range(config.epochs_per_batch):
-            logps = token_logps(model, batch, vocab, prefix, lengths)
-            old = logps.detach() if old is None else old
-            loss = policy = clipped_policy_loss(logps, old, advantages, mask, config.clip_eps)
-            kl = torch.full((), float("nan"))
-            if reference is not None:
-                with torch.no_grad():
-                    ref_logps = token_logps(reference, batch, vocab, prefix, lengths)
-                kl = k3_kl(logps, ref_logps, mask)
-                loss = loss + config.beta * kl
-            nll = torch.full((), float("nan"))
-            if expert and config.expert_batch_size:  # lambda = 0: measured only (how far the policy drifts)
-                chunk = [expert[rng.randrange(len(expert))] for _ in range(config.expert_batch_size)]
-                expert_batch = collate(chunk, ctx.pad_id, skip_prefix=prefix_len).to(device)
+        for epoch in range(config.epochs_per_batch):
+            loss = torch.zeros((), device=device)
+            if scored is not None:
+                logps = token_logps(model, scored.batch, vocab, prefix, scored.lengths)  # (R, T)
+                old = logps.detach() if old is None else old
+                if scored.policy.any():
+                    k = scored.policy
+                    args = (logps[k], old[k], scored.advantages[k], scored.mask[k], config.clip_eps)
+                    policy = clipped_policy_loss(*args)
+                    clipped.append(clip_fraction(*args))
+                    loss = loss + policy
+                if ref_logps is not None:
+                    kl = k3_kl(logps, ref_logps, scored.mask)
+                    loss = loss + config.beta * kl
+            if expert_batch is not None and (lam > 0 or epoch == 0):
                 with torch.set_grad_enabled(lam > 0):
                     nll = sft_loss(model, expert_batch, vocab, config.grade_weight, prefix)
                 if lam > 0:
                     loss = mode_balanced_loss(loss, nll, lam)
+            if not loss.requires_grad:  # every group constant, no KL, no expert term: no update this step
+                break
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
@@ -300,11 +349,15 @@ def train_rl(
                 "loss": loss.item(),
                 "policy_loss": policy.item(),
                 "expert_nll": nll.item(),
-                "kl": kl.item(),
+                "kl": kl.item() if reference is not None else float("nan"),
                 "lambda": lam,
+                "dropped_groups": int((~varied).sum().item()),
+                "kept_groups": int(varied.sum().item()),
+                "clip_fraction": sum(clipped) / len(clipped) if clipped else 0.0,
                 "sample_grade_accuracy": sum(p == x.grade for p, x in zip(sampled, rows, strict=True)) / len(rows),
                 "finished": sum(rollouts.finished) / len(rows),
                 **{f"reward_{name}": rewards[:, s].mean().item() for s, name in enumerate(STEP_NAMES)},
+                "reward": rewards.sum(dim=1).mean().item(),
             }
         )
         if progress and (step % config.log_every == 0 or step == config.steps - 1):
@@ -313,10 +366,58 @@ def train_rl(
             progress(
                 f"rl step {step + 1}/{config.steps} lambda {lam:.2f} reward grade {h['reward_grade']:+.2f} "
                 f"rules {h['reward_rules']:+.2f} sampled-grade acc {h['sample_grade_accuracy']:.2f} "
+                f"dropped groups {h['dropped_groups']}/{config.prompts_per_step} "
                 f"({elapsed:.0f}s elapsed, ~{elapsed / (step + 1) * (config.steps - step - 1):.0f}s left)"
             )
     model.eval()
-    return RLResult(history, time.perf_counter() - start)
+    result = RLResult(history, time.perf_counter() - start)
+    if progress:
+        progress(f"rl: {result.dropped_group_fraction:.0%} of groups dropped (the same reward on every completion)")
+    return result
+
+
+@dataclass
+class _ScoredRows:
+    """The sampled rows one step scores under the policy, as one batch."""
+
+    batch: SFTBatch  # prompt + sampled completion of each row
+    lengths: list[int]  # completion tokens per row
+    mask: torch.Tensor  # (R, T) 1 on real completion tokens
+    advantages: torch.Tensor  # (R, T) per-token advantages
+    policy: torch.Tensor  # (R,) bool: the row's group varied, so it enters the policy loss
+
+    def to(self, device) -> _ScoredRows:
+        moved = (self.mask.to(device), self.advantages.to(device), self.policy.to(device))
+        return _ScoredRows(self.batch.to(device), self.lengths, *moved)
+
+
+def _scored_rows(rows, completion_ids, rewards, varied, ctx, config, weights) -> _ScoredRows | None:
+    """The rows of the varied groups (every row when beta > 0: the KL reads them all); None when there are none.
+
+    rewards: (N, S); varied: (P,) bool from `varied_groups`.
+    """
+    g = config.group_size
+    in_policy = varied.repeat_interleave(g)  # (N,)
+    index = list(range(len(rows))) if config.beta > 0 else in_policy.nonzero()[:, 0].tolist()
+    if not index:
+        return None
+    completions = [completion_ids[i] for i in index]
+    lengths = [len(ids) for ids in completions]
+    sequences = [
+        SFTSequence(rows[i].sequence.prompt_ids, ids, rows[i].grade) for i, ids in zip(index, completions, strict=True)
+    ]
+    step_ids = torch.nn.utils.rnn.pad_sequence(
+        [torch.tensor(assign_steps([ctx.piece(t) for t in ids])) for ids in completions], batch_first=True
+    )  # (R, T)
+    mask = torch.nn.utils.rnn.pad_sequence([torch.ones(n) for n in lengths], batch_first=True)  # (R, T)
+    step_adv = group_step_advantages(rewards, g)[index]  # (R, S)
+    return _ScoredRows(
+        batch=collate(sequences, ctx.pad_id, skip_prefix=ctx.prefix_len),
+        lengths=lengths,
+        mask=mask,
+        advantages=step_token_advantages(step_adv, step_ids, mask, weights),
+        policy=in_policy[index],
+    )
 
 
 def _frozen_copy(model: torch.nn.Module) -> torch.nn.Module:

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from training.losses import grade_weighted_lm_loss, k3_kl
+from training.losses import clip_fraction, grade_weighted_lm_loss, group_step_advantages, k3_kl, varied_groups
 
 
 def test_k3_kl_hand_computed_and_zero_where_policy_and_reference_agree():
@@ -43,3 +43,28 @@ def test_grade_weighted_lm_loss_weights_the_first_completion_token():
     assert grade_weighted_lm_loss(logits, labels, 1.0).item() == pytest.approx((nll_grade + nll_next) / 2, rel=1e-5)
     counted = grade_weighted_lm_loss(logits, labels, 3.0, num_items_in_batch=8)
     assert counted.item() == pytest.approx((3 * nll_grade + nll_next) / 8, rel=1e-5)
+
+
+def test_varied_groups_keep_a_group_that_differs_on_any_step():
+    rewards = torch.tensor(
+        [[0.1, 1.0], [0.1, 1.0], [0.5, 0.0], [0.5, 1.0], [0.2, 0.3], [0.2, 0.3]]
+    )  # 3 groups of G=2: constant, differs on step 1 only, constant
+    assert varied_groups(rewards, 2).tolist() == [False, True, False]
+    # a constant group gets exactly 0, not its float32 mean's rounding residue over eps (7e-5 for 0.11 x 3)
+    three = torch.tensor([[0.11], [0.11], [0.11], [0.0], [1.0], [0.0]])
+    adv = group_step_advantages(three, 3)
+    assert adv[:3].abs().max().item() == 0.0 and adv[3:].abs().max().item() > 0
+    assert varied_groups(three, 3).tolist() == [False, True]
+    with pytest.raises(ValueError, match="groups"):
+        varied_groups(rewards, 4)
+
+
+def test_clip_fraction_counts_the_tokens_the_clip_stops():
+    old = torch.zeros(1, 5)
+    logps = torch.log(torch.tensor([[1.5, 0.5, 1.5, 1.1, 9.0]]))  # ratios 1.5, 0.5, 1.5, 1.1, (padding)
+    adv = torch.tensor([[1.0, -1.0, -1.0, 1.0, 1.0]])
+    mask = torch.tensor([[1, 1, 1, 1, 0]])
+    # clipped: token 0 (ratio > 1.2, A > 0) and token 1 (ratio < 0.8, A < 0); token 2 moves against its
+    # advantage (the unclipped branch is the minimum), token 3 is inside the band, token 4 is padding
+    assert clip_fraction(logps, old, adv, mask, clip_eps=0.2) == pytest.approx(2 / 4)
+    assert clip_fraction(old, old, adv, mask) == 0.0  # on-policy: every ratio is 1

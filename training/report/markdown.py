@@ -19,7 +19,8 @@ def write_markdown(report: PipelineReport, path: Path) -> None:
         "",
         "## SFT alone vs Stepwise-GRPO alone vs mode-balanced (test split)",
         "",
-        "Same base checkpoint (after the curriculum), same number of optimizer steps per arm.",
+        "Same base checkpoint (after the curriculum); at every step the same prompts and expert demonstrations, "
+        "the same optimizer and number of steps per arm: the arms differ in objective only.",
         "",
         "Label entropy: mean entropy (nats) of each example's grade distribution; grade-histogram entropy: "
         "entropy of the predicted grades over the split (low = collapsed onto few grades).",
