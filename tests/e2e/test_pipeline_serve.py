@@ -10,9 +10,11 @@ import sys
 import httpx
 
 from afrl.manifest import load_manifest
+from afrl.recipe import write_recipe
 from afrl.sidecar import read_sidecar
 from bench.server_process import running_server
 from bench.service_common import DOCUMENTS
+from training import presets
 
 DOCS = DOCUMENTS
 
@@ -88,6 +90,7 @@ def test_serve_without_model_uses_the_cached_default(ci_run, tmp_path):
     out, _ = ci_run
     home = tmp_path / "afrl-home"
     shutil.copytree(out / "artifact", home / "models" / "default")
+    write_recipe(home / "models" / "default", presets.recipe("default"))  # built by this afrl's recipe
     with running_server(None, env={"AFRL_HOME": str(home)}, ready_timeout_s=60) as url:
         info = httpx.get(f"{url}/info").json()
         assert info["labels"]["values"] == [0, 1, 2, 3, 4]
