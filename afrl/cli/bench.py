@@ -31,6 +31,10 @@ BENCHMARKS = {
         "bench.train_compact_vocab",
         "SFT steps/min with the compact training vocabulary against the full table; the default recipe with it",
     ),
+    "default-recipe": (
+        "bench.default_recipe",
+        "learning curves of candidate default recipes (shape, learning rate, objective) at equal CPU minutes",
+    ),
     "engine-batching": (
         "bench.engine_batching",
         "concurrent requests' shared passes and explanation streams decoded together, batching on vs off",
