@@ -17,8 +17,11 @@ full 151,936-row table costs a dense gradient, its clipping norm and AdamW
 over every row. The loop therefore trains on `training.compact_vocab`'s
 table of those rows and scatters them back when it returns (or raises):
 checkpoints, export and serving see the full table, and the run is the
-full-table run (bit-identical losses and weights on the default preset;
-1.56x the steps per minute). It is skipped, with a log line, where the
+full-table run: on the default preset, losses and weights bit-identical,
+1.54x (1 thread) and 1.56x (the preset's 2) the steps per minute, paired
+median step times (`afrl bench train-compact-vocab speed`; the batches are
+put in compact ids as they are drawn, so a call's overhead is one shrink
+and one scatter back). It is skipped, with a log line, where the
 embedding does not train (LoRA), the head is untied, the softmax is the
 full one, or a custom `loss_fn` has no `compacted(vocab)` to learn the
 compact ids. The trl engine always trains the full table.
@@ -328,43 +331,37 @@ class SFTTrainer:
         elif vocab is None:
             vocab = completion_vocab(sequences, self.labels)
         if self.compact_off is not None or vocab is None:
-            return self._steps(sequences, self.labels, self.pad_id, vocab, self.loss_fn, steps, rng, progress)
+            return self._steps(sequences, steps, rng, vocab, None, progress)
         compact, table = self._shrink(sequences, vocab)
         try:
-            loss_fn = None if self.loss_fn is None else self.loss_fn.compacted(compact)  # type: ignore[attr-defined]
-            return self._steps(
-                compact.encode(sequences),
-                compact.labels(self.labels),
-                compact.id(self.pad_id),
-                compact.ids_to_compact(vocab),
-                loss_fn,
-                steps,
-                rng,
-                progress,
-            )
+            return self._steps(sequences, steps, rng, vocab, compact, progress)
         finally:
             compact.expand(self.model, table)
 
     def _steps(
         self,
         sequences: Sequence[SFTSequence],
-        labels: LabelSet,
-        pad_id: int,
-        vocab: torch.Tensor | None,
-        loss_fn: LossFn | None,
         steps: int,
         rng: random.Random,
+        vocab: torch.Tensor | None,
+        compact: CompactVocab | None,
         progress: Callable[[str], None] | None,
     ) -> SFTResult:
-        """The loop, in whatever ids the table speaks (full, or compact)."""
+        """The loop; with `compact` the model's table is compact, and each batch is put in its ids as it is drawn
+        (encoding every row up front costs more than a short stage saves)."""
         config, model = self.config, self.model
+        labels, pad_id, loss_fn = self.labels, self.pad_id, self.loss_fn
+        prefix = torch.tensor(common_prefix(sequences), dtype=torch.long) if config.share_prefix else None
+        if compact is not None:
+            labels, pad_id = compact.labels(labels), compact.id(pad_id)
+            vocab = None if vocab is None else compact.ids_to_compact(vocab)
+            loss_fn = None if loss_fn is None else loss_fn.compacted(compact)  # type: ignore[attr-defined]
+            prefix = None if prefix is None else compact.ids_to_compact(prefix)
         device = next(model.parameters()).device
         vocab = None if vocab is None else vocab.to(device)
         label_ids = torch.tensor(labels.token_ids, device=device)
-        prefix = torch.tensor(common_prefix(sequences), device=device) if config.share_prefix else None
         skip = 0 if prefix is None else len(prefix)
-        if prefix is not None and skip == 0:
-            prefix = None
+        prefix = None if prefix is None or skip == 0 else prefix.to(device)
         if self.optimizer is None:
             self.optimizer = torch.optim.AdamW(
                 _param_groups(model, config.weight_decay), lr=config.learning_rate, betas=(0.9, 0.95), fused=True
@@ -380,6 +377,8 @@ class SFTTrainer:
             except StopIteration:
                 batches = length_bucketed_batches(sequences, config.batch_size, rng)
                 chunk = next(batches)
+            if compact is not None:
+                chunk = compact.encode(chunk)
             batch = collate(chunk, pad_id, config.max_completion_tokens, skip_prefix=skip).to(device)
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(self.step, config)
