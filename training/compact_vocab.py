@@ -6,12 +6,15 @@ still pays for the whole table: the embedding backward allocates a dense
 (V, H) gradient, gradient clipping reads it, and AdamW updates V x H values
 and two moment tensors. Training on a table restricted to the tokens that
 occur removes that cost (36% of a default-preset step, measured side by
-side: 1.56x the steps per minute) and changes nothing else:
+side: 1.56x the steps per minute) and changes nothing else. The SFT loop
+does it on its own (`SFTConfig.compact_vocab`, on by default): its trainer,
+`training.sft.SFTTrainer`, shrinks to the tokens of what it trains on and
+scatters back when it returns, or raises. By hand it reads:
 
     vocab = CompactVocab.for_training(ctx, model, train, dev, test)  # + pad, eos, label tokens
     with vocab.compacted(model):            # shrink now; scatter back into the full table on exit
-        train_sft(model, vocab.encode(train), vocab.labels(ctx.labels), config, vocab.id(ctx.pad_id),
-                  vocab=vocab.ids_to_compact(ctx.vocab(train)))
+        train_sft(model, vocab.encode(train), vocab.labels(ctx.labels), full_table_config,
+                  vocab.id(ctx.pad_id), vocab=vocab.ids_to_compact(ctx.vocab(train)))
     model.save_pretrained(folder)           # the real vocabulary: export and serving are unchanged
 
 Why it is the same model. The remap is monotone (compact id i is the i-th
@@ -146,7 +149,7 @@ class CompactVocab:
         return cls.from_sequences(
             *sequence_lists,
             special_ids=[ctx.pad_id, ctx.eos_id, *ctx.labels.token_ids],
-            full_size=_embedding_and_head(model)[0].num_embeddings,
+            full_size=embedding_and_head(model)[0].num_embeddings,
         )
 
     def __len__(self) -> int:
@@ -173,6 +176,24 @@ class CompactVocab:
             )
         return out.reshape(ids.shape).to(ids.device)
 
+    def widened(self, ids: Iterable[int]) -> CompactVocab:
+        """This vocabulary plus `ids` (itself when they are all kept already)."""
+        kept = set(self.kept.tolist())
+        extra = {int(i) for i in ids} - kept
+        return self if not extra else CompactVocab.from_ids(kept | extra, self.full_size)
+
+    def rows_into(self, wider: CompactVocab, rows: torch.Tensor) -> torch.Tensor:
+        """(C, ...) rows of this vocabulary placed at their ids in `wider` (C', ...); the other rows are zero.
+
+        How AdamW moments follow a table that grows: a token new to training starts with zero moments,
+        as it has them in a full-table run where it never had a gradient before.
+        """
+        if rows.shape[0] != len(self):
+            raise ValueError(f"rows has {rows.shape[0]} rows, this vocabulary {len(self)}")
+        out = rows.new_zeros((len(wider), *rows.shape[1:]))
+        out[wider.ids_to_compact(self.kept).to(rows.device)] = rows
+        return out
+
     def ids_to_full(self, ids: torch.Tensor) -> torch.Tensor:
         """Compact ids (any shape) -> full ids."""
         if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= len(self)):
@@ -198,12 +219,15 @@ class CompactVocab:
         """The label set with compact token ids (for code that reads label rows of the compact head)."""
         return labels.model_copy(update={"token_ids": self.ids_to_compact(torch.tensor(labels.token_ids)).tolist()})
 
-    def shrink(self, model: PreTrainedModel) -> FullTable:
+    def shrink(self, model: PreTrainedModel, weight: nn.Parameter | None = None) -> FullTable:
         """Replace the model's embedding (and head) by the kept rows, in place; returns what `expand` needs.
 
-        Build the optimizer after this call: it must hold the compact parameters.
+        Build the optimizer after this call: it must hold the compact parameters. weight: a (C, H)
+        Parameter from an earlier shrink with this vocabulary (tied head only) that receives the kept
+        rows and becomes the embedding again, so that an optimizer holding it (its AdamW state is keyed
+        on the Parameter object) carries on across shrink / expand cycles (`training.sft.SFTTrainer`).
         """
-        emb, head = _embedding_and_head(model)
+        emb, head = embedding_and_head(model)
         if emb.num_embeddings != self.full_size:
             raise ValueError(
                 f"the model has {emb.num_embeddings} embedding rows; this vocabulary maps {self.full_size}"
@@ -222,6 +246,15 @@ class CompactVocab:
         )
         pad = None if emb.padding_idx is None else self.id(emb.padding_idx)
         compact = nn.Embedding.from_pretrained(emb.weight.detach()[kept], freeze=False, padding_idx=pad)
+        if weight is not None:
+            if not tied or weight.shape != compact.weight.shape:
+                raise ValueError(
+                    f"weight must be a {tuple(compact.weight.shape)} Parameter of a tied table, "
+                    f"got {tuple(weight.shape)} ({'tied' if tied else 'untied'} head)"
+                )
+            with torch.no_grad():
+                weight.copy_(compact.weight)
+            compact.weight = weight
         model.set_input_embeddings(compact)
         if head is not None:
             head.weight = compact.weight if tied else nn.Parameter(head.weight.detach()[kept].clone())
@@ -238,7 +271,7 @@ class CompactVocab:
         """
         if unseen not in UNSEEN_POLICIES:
             raise ValueError(f"unseen must be one of {UNSEEN_POLICIES}, got {unseen!r}")
-        emb, head = _embedding_and_head(model)
+        emb, head = embedding_and_head(model)
         if emb.num_embeddings != len(self):
             raise ValueError(f"the model has {emb.num_embeddings} embedding rows, not this vocabulary's {len(self)}")
         tied = head is not None and head.weight is emb.weight
@@ -313,7 +346,7 @@ def _remap_special_ids(model: PreTrainedModel, remap: Callable[[int], int]) -> d
     return saved
 
 
-def _embedding_and_head(model: PreTrainedModel) -> tuple[nn.Embedding, nn.Linear | None]:
+def embedding_and_head(model: PreTrainedModel) -> tuple[nn.Embedding, nn.Linear | None]:
     emb, head = model.get_input_embeddings(), model.get_output_embeddings()
     if not isinstance(emb, nn.Embedding):
         raise ValueError(f"{type(model).__name__}'s input embeddings are a {type(emb).__name__}, not nn.Embedding")

@@ -10,9 +10,12 @@ Pools (built from the world and the evolution loop):
 The default curriculum is head rules first, then the long tail (with head
 replay so the first stage is not forgotten), then evolved hard cases (with
 replay of everything). A stage is `StageConfig(name, mix, steps)`; each stage
-runs `training.sft.train_sft` on `steps x batch_size` sequences drawn with
-replacement from its pools in the mix's proportions, with its own warmup and
-cosine decay. The evolved stage is split across evolution rounds by the caller.
+trains on `steps x batch_size` sequences drawn with replacement from its pools
+in the mix's proportions. The stages of one curriculum share one optimizer and
+one schedule (`curriculum_trainer`, then `train_stage` per stage: AdamW state
+carried over, warm-up once, cosine decay over all the stages' steps); a stage
+alone (`run_stage`, the comparison's SFT arm) has its own. The evolved stage
+is split across evolution rounds by the caller.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from dataclasses import dataclass, field, replace
 
 import torch
 
-from training.sft import SFTConfig, SFTResult, train_sft
+from training.sft import SFTConfig, SFTResult, SFTTrainer
 from training.sft_data import SFTSequence
 
 POOLS = ("head", "long_tail", "evolved", "all")
@@ -110,6 +113,28 @@ def draw_mix(
     return out
 
 
+def curriculum_trainer(
+    model: torch.nn.Module, config: CurriculumConfig, labels, pad_id: int, total_steps: int | None = None
+) -> SFTTrainer:
+    """One optimizer and schedule for the stages of `config` (total_steps: all they will take, default its total)."""
+    return SFTTrainer(model, config.sft.with_steps(total_steps or config.total_steps), labels, pad_id)
+
+
+def train_stage(
+    trainer: SFTTrainer,
+    stage: StageConfig,
+    pools: dict[str, Sequence[SFTSequence]],
+    vocab: torch.Tensor | None,
+    progress: Callable[[str], None] | None = None,
+    seed: int = 0,
+) -> SFTResult:
+    """Train one stage on its mix with `trainer`, continuing its schedule (seed: offset of the stage's draw)."""
+    seed = trainer.config.seed + seed
+    sequences = draw_mix(pools, stage.mix, stage.steps * trainer.config.batch_size, random.Random(seed))
+    tagged = (lambda m: progress(f"[{stage.name}] {m}")) if progress else None
+    return trainer.train(sequences, stage.steps, seed=seed, vocab=vocab, progress=tagged)
+
+
 def run_stage(
     model: torch.nn.Module,
     stage: StageConfig,
@@ -121,14 +146,11 @@ def run_stage(
     progress: Callable[[str], None] | None = None,
     seed: int = 0,
 ) -> SFTResult:
-    """Train one stage in place on its mix."""
+    """Train one stage in place on its mix, with an optimizer and schedule of its own."""
     sft = replace(
         config.sft,
         steps=stage.steps,
         epochs=None,
         warmup_steps=min(config.sft.warmup_steps, max(0, stage.steps - 1)),
-        seed=config.sft.seed + seed,
     )
-    sequences = draw_mix(pools, stage.mix, stage.steps * sft.batch_size, random.Random(sft.seed))
-    tagged = (lambda m: progress(f"[{stage.name}] {m}")) if progress else None
-    return train_sft(model, sequences, labels, sft, pad_id, progress=tagged, vocab=vocab)
+    return train_stage(SFTTrainer(model, sft, labels, pad_id), stage, pools, vocab, progress, seed)

@@ -15,8 +15,10 @@ pipeline, or any checkpoint folder) or a model behind an OpenAI-compatible
 environment variable `teacher_api_key_env`).
 
 The student is trained with `training.sft.train_sft` and this module's
-`distill_loss`, so it gets the same speed tricks as SFT. The student is what
-export and serving use.
+`distill_loss`, so it gets the same speed tricks as SFT, the compact
+vocabulary included (`DistillLoss.compacted` translates its label ids; the
+student comes out the same, see tests/training/test_distill.py). The
+student is what export and serving use.
 """
 
 from __future__ import annotations
@@ -27,11 +29,12 @@ from dataclasses import dataclass, field
 
 import torch
 
+from training.compact_vocab import CompactVocab
 from training.context import TrainingContext
-from training.losses import completion_nll, label_kl
+from training.losses import label_kl
 from training.model_factory import TinyQwen3Spec
 from training.rewards import first_grade
-from training.sft import SFTConfig, completion_hidden, train_sft
+from training.sft import SFTConfig, completion_hidden, completion_loss, train_sft
 from training.sft_data import SFTBatch, SFTSequence
 from training.teachers import Teacher, TeacherOutput
 
@@ -112,24 +115,37 @@ def student_sequences(
     return kept, dropped
 
 
-def distill_loss(config: DistillConfig, label_ids: Sequence[int]):
+def distill_loss(config: DistillConfig, label_ids: Sequence[int]) -> DistillLoss:
     """loss_fn for `train_sft`: completion NLL on the teacher's text + kd_weight x first-token label KL."""
-    label_index = torch.tensor(list(label_ids))
+    return DistillLoss(config, tuple(label_ids))
 
-    def loss(model: torch.nn.Module, batch: SFTBatch, chunk: Sequence[KDSequence], vocab, prefix) -> torch.Tensor:
+
+@dataclass(frozen=True)
+class DistillLoss:
+    """The student's loss (see `distill_loss`); `compacted` is the same loss on a compact table's ids."""
+
+    config: DistillConfig
+    label_ids: tuple[int, ...]  # the K label tokens, in the order of the teacher's label_probs
+
+    def compacted(self, vocab: CompactVocab) -> DistillLoss:
+        return DistillLoss(self.config, tuple(vocab.ids_to_compact(torch.tensor(self.label_ids)).tolist()))
+
+    def __call__(
+        self, model: torch.nn.Module, batch: SFTBatch, chunk: Sequence[KDSequence], vocab, prefix
+    ) -> torch.Tensor:
+        config = self.config
         hidden = completion_hidden(model, batch, prefix)  # (N, H)
         head = model.get_output_embeddings().weight
-        weights = torch.where(batch.is_grade, config.sft.grade_weight, 1.0)
-        total = completion_nll(hidden, head, batch.targets, weights, vocab)
+        label_index = torch.tensor(self.label_ids, device=head.device)
+        sft = config.sft
+        total = completion_loss(hidden, head, batch, vocab, sft.grade_weight, sft.grade_objective, label_index)
         has = [i for i, s in enumerate(chunk) if getattr(s, "label_probs", None) is not None]
         if config.kd_weight > 0 and has:
             grade_hidden = hidden[batch.is_grade][has]  # (B', H): rows in chunk order
-            student = grade_hidden @ head[label_index.to(head.device)].T  # (B', K)
+            student = grade_hidden @ head[label_index].T  # (B', K)
             teacher = torch.tensor([chunk[i].label_probs for i in has], device=head.device)
             total = total + config.kd_weight * label_kl(student, teacher, config.kd_temperature)
         return total
-
-    return loss
 
 
 @dataclass

@@ -1,6 +1,8 @@
 """Losses: small pure functions over tensors, each tested against hand values.
 
     completion_nll          SFT: weighted next-token NLL of the completion (optionally restricted vocabulary)
+    label_ce                SFT, grade_objective="labels": the grade's cross-entropy over the label tokens only
+    explanation_plus_label_ce  SFT, grade_objective="labels": mean explanation NLL + grade_weight x label_ce
     group_step_advantages   Stepwise-GRPO: rewards (N, S) -> advantages normalised per group and per step
     varied_groups           which groups carry a learning signal (rewards not constant on every step)
     step_token_advantages   each token gets its step's advantage, every step weighted alike
@@ -16,7 +18,11 @@ vocabulary (the tokens that occur in the training completions): on 2 CPU
 cores the full 151,936-row projection costs ~5x the rest of the step for a
 tiny model, while tokens absent from every target only ever receive a push
 down. The grade token (first completion position) keeps its own weight
-because serving reads only that position.
+because serving reads only that position. With `SFTConfig.grade_objective`
+"labels" that position is trained on what serving reads: the label
+distribution renormalised over the K label tokens (`label_ce`), as its own
+term beside the explanation tokens' mean NLL (`explanation_plus_label_ce`),
+so a long explanation does not dilute it.
 """
 
 from __future__ import annotations
@@ -51,6 +57,44 @@ def completion_nll(
             raise ValueError("a target token is missing from vocab_subset")
     nll = F.cross_entropy(logits.float(), local, reduction="none")  # (N,)
     return (nll * weights).sum() / weights.sum()
+
+
+def label_ce(
+    grade_hidden: torch.Tensor, head_weight: torch.Tensor, targets: torch.Tensor, label_ids: torch.Tensor
+) -> torch.Tensor:
+    """Mean cross-entropy of the grade over the label tokens only (the distribution serving renormalises).
+
+    grade_hidden: (B, H) hidden states of the positions that predict the grade; head_weight: (V, H);
+    targets: (B,) the grade token ids; label_ids: (K,) the label token ids (every target among them).
+    """
+    hits = targets[:, None] == label_ids[None]  # (B, K)
+    if not bool(hits.any(dim=1).all()):
+        raise ValueError("a grade target is not one of the label tokens")
+    logits = grade_hidden @ head_weight[label_ids].T  # (B, K)
+    return F.cross_entropy(logits.float(), hits.float().argmax(dim=1))
+
+
+def explanation_plus_label_ce(
+    hidden: torch.Tensor,
+    head_weight: torch.Tensor,
+    targets: torch.Tensor,
+    is_grade: torch.Tensor,
+    label_ids: torch.Tensor,
+    grade_weight: float,
+    vocab_subset: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Mean NLL of the explanation tokens (softmax as `completion_nll`) + grade_weight x `label_ce` of the grades.
+
+    hidden: (N, H); targets, is_grade: (N,) as `training.sft_data.SFTBatch`. The two terms are means of
+    their own, so the grade's share of the loss does not shrink as explanations grow; a batch of bare
+    grades (no explanation token) has the label term only.
+    """
+    explain = ~is_grade
+    grade = grade_weight * label_ce(hidden[is_grade], head_weight, targets[is_grade], label_ids)
+    if not bool(explain.any()):
+        return grade
+    ones = torch.ones(int(explain.sum()), device=hidden.device)
+    return completion_nll(hidden[explain], head_weight, targets[explain], ones, vocab_subset) + grade
 
 
 # Stepwise-GRPO and mode-balanced optimisation --------------------------------

@@ -41,7 +41,7 @@ from pathlib import Path
 import torch
 
 from afrl.progress import Progress, say
-from training.curriculum import StageConfig, run_stage
+from training.curriculum import StageConfig, curriculum_trainer, train_stage
 from training.distill import run_distillation
 from training.evaluate.torch_model import latency_ms, model_size, predict_grades
 from training.evolution import LOG_FILE as GUIDELINE_LOG
@@ -59,6 +59,7 @@ from training.presets import MethodConfig, PipelineConfig
 from training.report import ArmResult, DistillationSummary, Figures, PipelineReport, SFTSummary, StageEnd
 from training.rl import train_rl
 from training.setup import TrainingSetup
+from training.sft import SFTTrainer
 from training.sft_arm import train_sft_arm
 from training.stopwatch import Stopwatch
 from training.world.rules import RULES
@@ -92,10 +93,12 @@ def run_method(
         say(progress, log, "evolution: skipped (it generates examples of the generated world, not of this data)")
         method = replace(method, evolution=replace(method.evolution, rounds=0))
 
+    # one optimizer and schedule for every curriculum stage and evolution round
+    trainer = curriculum_trainer(teacher, method.curriculum, setup.ctx.labels, setup.ctx.pad_id, _planned_steps(method))
     with clock("curriculum"):
-        sft = _curriculum(method, setup, teacher, progress)
+        sft = _curriculum(method, setup, trainer, progress)
     with clock("evolution"):
-        evolution = _evolution(config, method, setup, teacher, sft, progress)
+        evolution = _evolution(config, method, setup, trainer, sft, progress)
     with clock("guideline"):
         setup, teacher, guideline = _guideline_evolution(method, setup, teacher, sft, out_dir, progress)
 
@@ -174,19 +177,19 @@ def run_method(
 
 
 def _curriculum(
-    method: MethodConfig, setup: TrainingSetup, teacher: torch.nn.Module, progress: Progress | None
+    method: MethodConfig, setup: TrainingSetup, trainer: SFTTrainer, progress: Progress | None
 ) -> SFTSummary:
     """The curriculum stages before the evolved one (the rest run in `_evolution`)."""
     stages = method.curriculum.stages
     say(
         progress,
         log,
-        f"teacher: {body_parameters(teacher) / 1e6:.2f}M body parameters; curriculum "
+        f"teacher: {body_parameters(trainer.model) / 1e6:.2f}M body parameters; curriculum "
         + " -> ".join(f"{s.name} ({s.steps} steps)" for s in stages),
     )
     sft = SFTSummary(losses=[])
     for i, stage in enumerate(stages[: _evolved_at(method)]):
-        _run_stage(method, setup, teacher, stage, sft, progress, seed=i)
+        _run_stage(setup, trainer, stage, sft, progress, seed=i)
     return sft
 
 
@@ -194,7 +197,7 @@ def _evolution(
     config: PipelineConfig,
     method: MethodConfig,
     setup: TrainingSetup,
-    teacher: torch.nn.Module,
+    trainer: SFTTrainer,
     sft: SFTSummary,
     progress: Progress | None,
 ) -> EvolutionResult | None:
@@ -204,13 +207,12 @@ def _evolution(
     if evolved_at == len(stages):
         return None
     stage = stages[evolved_at]
-    rounds = max(1, method.evolution.rounds)
-    round_stage = replace(stage, steps=max(1, stage.steps // rounds))
+    round_stage = _round_stage(method, stage)
 
     def train_round(examples: list) -> None:
         setup.add_evolved(examples)
         round_name = f"{stage.name} r{len(sft.stages) - evolved_at + 1}"
-        _run_stage(method, setup, teacher, round_stage, sft, progress, seed=100 + len(sft.stages), name=round_name)
+        _run_stage(setup, trainer, round_stage, sft, progress, seed=100 + len(sft.stages), name=round_name)
 
     evolution = None
     if method.evolution.rounds:
@@ -219,7 +221,7 @@ def _evolution(
             method.evolution,
             probe,
             setup.heldout_queries,
-            lambda exs: predict_grades(teacher, setup.ctx, exs),
+            lambda exs: predict_grades(trainer.model, setup.ctx, exs),  # the full table between rounds
             train_round,
             lambda text: len(setup.ctx.encoder._encode(text)) + 3,
             progress,
@@ -227,7 +229,7 @@ def _evolution(
     else:  # no evolution: the stage trains on its other pools
         train_round([])
     for later in stages[evolved_at + 1 :]:
-        _run_stage(method, setup, teacher, later, sft, progress, seed=len(sft.stages))
+        _run_stage(setup, trainer, later, sft, progress, seed=len(sft.stages))
     return evolution
 
 
@@ -276,19 +278,31 @@ def _evolved_at(method: MethodConfig) -> int:
     return next((i for i, s in enumerate(stages) if "evolved" in s.mix), len(stages))
 
 
+def _round_stage(method: MethodConfig, stage: StageConfig) -> StageConfig:
+    """The evolved stage's share of one evolution round."""
+    return replace(stage, steps=max(1, stage.steps // max(1, method.evolution.rounds)))
+
+
+def _planned_steps(method: MethodConfig) -> int:
+    """Every curriculum step the method plans, the evolved stage as its rounds (the schedule's length)."""
+    stages = method.curriculum.stages
+    evolved_at = _evolved_at(method)
+    if evolved_at == len(stages):
+        return method.curriculum.total_steps
+    rounds = max(1, method.evolution.rounds) * _round_stage(method, stages[evolved_at]).steps
+    return method.curriculum.total_steps - stages[evolved_at].steps + rounds
+
+
 def _run_stage(
-    method: MethodConfig,
     setup: TrainingSetup,
-    model: torch.nn.Module,
+    trainer: SFTTrainer,
     stage: StageConfig,
     sft: SFTSummary,
     progress: Progress | None,
     seed: int,
     name: str | None = None,
 ) -> None:
-    result = run_stage(
-        model, stage, setup.pools, method.curriculum, setup.ctx.labels, setup.ctx.pad_id, setup.vocab, progress, seed
-    )
+    result = train_stage(trainer, stage, setup.pools, setup.vocab, progress, seed)
     sft.losses += result.losses
     sft.stages.append(StageEnd(name or stage.name, len(sft.losses)))
 

@@ -10,6 +10,38 @@ than the trainer's full-vocabulary logits at every position. Real-size runs
 go through TRL's SFTTrainer with the same completion-only objective
 (`training.trl_sft`, `afrl train sft --engine trl`).
 
+Compact vocabulary (`SFTConfig.compact_vocab`, on by default). With the
+restricted softmax the loss never reads an embedding row outside the tokens
+of the training rows, their completion vocabulary, pad and labels, yet the
+full 151,936-row table costs a dense gradient, its clipping norm and AdamW
+over every row. The loop therefore trains on `training.compact_vocab`'s
+table of those rows and scatters them back when it returns (or raises):
+checkpoints, export and serving see the full table, and the run is the
+full-table run: on the default preset, losses and weights bit-identical,
+1.54x (1 thread) and 1.56x (the preset's 2) the steps per minute, paired
+median step times (`afrl bench train-compact-vocab speed`; the batches are
+put in compact ids as they are drawn, so a call's overhead is one shrink
+and one scatter back). It is skipped, with a log line, where the
+embedding does not train (LoRA), the head is untied, the softmax is the
+full one, or a custom `loss_fn` has no `compacted(vocab)` to learn the
+compact ids. The trl engine always trains the full table.
+
+One optimizer for many parts. `SFTTrainer` keeps one AdamW and one
+learning-rate schedule (warm-up once, cosine over the steps planned in
+all) across calls of `SFTTrainer.train`: the curriculum's stages and the
+evolution rounds (`training.curriculum.curriculum_trainer`). The model has
+its full table between calls (evaluation reads it); the compact table is the
+same Parameter from call to call, so its AdamW moments carry on, and when a
+later call brings new tokens it grows, the new rows with zero moments (what
+they have in a full-table run, where they never had a gradient).
+`train_sft` is the one-shot wrapper.
+
+The grade's objective (`SFTConfig.grade_objective`): "vocab", its NLL over
+the completion vocabulary, weighted `grade_weight` among the completion
+tokens; or "labels", `grade_weight` x its cross-entropy over the label
+tokens only (the renormalised distribution serving reads) added to the
+explanation tokens' mean NLL (`training.losses.explanation_plus_label_ce`).
+
 Run it through the pipeline (`afrl train pipeline --preset tiny --out runs/tiny`)
 or alone (`afrl train sft --out CKPT`).
 """
@@ -22,13 +54,20 @@ import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import torch
 
-from training.losses import completion_nll
+from training.compact_vocab import CompactVocab, FullTable, embedding_and_head
+from training.losses import completion_nll, explanation_plus_label_ce
 from training.sft_data import SFTBatch, SFTSequence, collate, common_prefix, completion_vocab, length_bucketed_batches
 
+if TYPE_CHECKING:
+    from afrl.labels import LabelSet
+
 log = logging.getLogger(__name__)
+
+GRADE_OBJECTIVES = ("vocab", "labels")
 
 
 @dataclass
@@ -44,8 +83,22 @@ class SFTConfig:
     grade_weight: float = field(
         default=4.0, metadata={"help": "loss weight of the grade token vs 1 per explanation token"}
     )
+    grade_objective: str = field(
+        default="vocab",
+        metadata={
+            "help": "the grade token's loss: 'vocab' (its NLL over the completion vocabulary, weighted grade_weight) "
+            "or 'labels' (grade_weight x its cross-entropy over the label tokens + the explanation's mean NLL)"
+        },
+    )
     max_completion_tokens: int | None = field(default=None, metadata={"help": "truncate completions (None = whole)"})
     restrict_vocab: bool = field(default=True, metadata={"help": "softmax over the completion vocabulary only"})
+    compact_vocab: bool = field(
+        default=True,
+        metadata={
+            "help": "train on the embedding rows of the tokens that occur, scattered back into the full table "
+            "afterwards (with restrict_vocab; the same model, faster)"
+        },
+    )
     share_prefix: bool = field(
         default=True, metadata={"help": "run the prompt prefix common to all rows once per step"}
     )
@@ -77,6 +130,11 @@ class SFTConfig:
             raise ValueError(f"warmup_steps must be >= 0, got {self.warmup_steps}")
         if self.grade_weight <= 0:
             raise ValueError(f"grade_weight must be > 0, got {self.grade_weight}; 1.0 weighs it like any token")
+        if self.grade_objective not in GRADE_OBJECTIVES:
+            raise ValueError(
+                f"grade_objective must be one of {GRADE_OBJECTIVES}, got {self.grade_objective!r} "
+                "('vocab': NLL over the completion vocabulary, 'labels': cross-entropy over the label tokens)"
+            )
         if self.lora_rank < 0:
             raise ValueError(f"lora_rank must be >= 0 (0 = full fine-tuning), got {self.lora_rank}")
         if self.gradient_checkpointing and self.share_prefix:
@@ -101,9 +159,10 @@ class SFTResult:
 
 
 def lr_at(step: int, config: SFTConfig) -> float:
+    """Linear warm-up over `warmup_steps`, then cosine to 10% at `steps` (and 10% past them)."""
     if step < config.warmup_steps:
         return config.learning_rate * (step + 1) / config.warmup_steps
-    progress = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
+    progress = min(1.0, (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps))
     return config.learning_rate * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
@@ -148,22 +207,265 @@ def completion_hidden(
     return hidden[rows, cols]  # (N, H)
 
 
+def completion_loss(
+    hidden: torch.Tensor,
+    head_weight: torch.Tensor,
+    batch: SFTBatch,
+    vocab_subset: torch.Tensor | None,
+    grade_weight: float,
+    objective: str = "vocab",
+    label_ids: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """The SFT objective on the (N, H) hidden states of `batch`'s targets (see `SFTConfig.grade_objective`).
+
+    label_ids: (K,) the label token ids, needed by the "labels" objective.
+    """
+    if objective == "vocab":
+        weights = torch.where(batch.is_grade, grade_weight, 1.0)
+        return completion_nll(hidden, head_weight, batch.targets, weights, vocab_subset)
+    if objective != "labels" or label_ids is None:
+        raise ValueError(f"objective {objective!r} needs to be 'vocab', or 'labels' with label_ids")
+    return explanation_plus_label_ce(
+        hidden, head_weight, batch.targets, batch.is_grade, label_ids, grade_weight, vocab_subset
+    )
+
+
 def sft_loss(
     model: torch.nn.Module,
     batch: SFTBatch,
     vocab_subset: torch.Tensor | None,
     grade_weight: float,
     shared_prefix: torch.Tensor | None = None,
+    objective: str = "vocab",
+    label_ids: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Weighted completion NLL of one batch (see `completion_hidden` for the shared prefix)."""
+    """The completion loss of one batch (see `completion_hidden` for the shared prefix, `completion_loss`)."""
     selected = completion_hidden(model, batch, shared_prefix)  # (N, H)
-    weights = torch.where(batch.is_grade, grade_weight, 1.0)
-    return completion_nll(selected, model.get_output_embeddings().weight, batch.targets, weights, vocab_subset)
+    head = model.get_output_embeddings().weight
+    return completion_loss(selected, head, batch, vocab_subset, grade_weight, objective, label_ids)
 
 
 LossFn = Callable[
     [torch.nn.Module, SFTBatch, Sequence[SFTSequence], "torch.Tensor | None", "torch.Tensor | None"], torch.Tensor
 ]
+
+
+@runtime_checkable
+class CompactableLoss(Protocol):
+    """A loss_fn that also works on a compact table: `compacted(vocab)` is the same loss in its ids.
+
+    The loop passes every loss_fn compact batches, sequences and vocabulary subsets; a loss that holds
+    token ids of its own (distillation's label ids) must translate them, or the loop trains the full table.
+    """
+
+    def __call__(
+        self,
+        model: torch.nn.Module,
+        batch: SFTBatch,
+        chunk: Sequence[SFTSequence],
+        vocab_subset: torch.Tensor | None,
+        shared_prefix: torch.Tensor | None,
+    ) -> torch.Tensor: ...
+
+    def compacted(self, vocab: CompactVocab) -> LossFn: ...
+
+
+class SFTTrainer:
+    """One AdamW and one learning-rate schedule for a model trained in several calls (curriculum stages, rounds).
+
+        trainer = SFTTrainer(model, config.with_steps(total), labels, pad_id)  # total: the steps of all calls
+        trainer.train(head_rows, 300, seed=0)        # warm-up, then the cosine continues over the next calls
+        predict_grades(model, ...)                   # the full table between calls
+        trainer.train(evolved_rows, 100, seed=1)     # same optimizer; new tokens grow the compact table
+
+    config.steps is the schedule's length; each call says how many of them it takes.
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        config: SFTConfig,
+        labels: LabelSet,
+        pad_id: int,
+        loss_fn: LossFn | None = None,
+    ) -> None:
+        self.model = model
+        self.config = config
+        self.labels = labels
+        self.pad_id = pad_id
+        self.loss_fn = loss_fn
+        self.step = 0  # optimizer steps taken over all calls: the schedule's position
+        self.optimizer: torch.optim.Optimizer | None = None
+        self._vocab: CompactVocab | None = None  # the compact table's tokens so far (it only grows)
+        self._weight: torch.nn.Parameter | None = None  # its Parameter: AdamW's state is keyed on it
+        self.compact_off = self._why_not_compact()
+        if self.compact_off is not None and config.compact_vocab:
+            log.info("compact vocabulary: off (%s); training the full table", self.compact_off)
+        if config.gradient_checkpointing:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+    def train(
+        self,
+        sequences: Sequence[SFTSequence],
+        steps: int | None = None,
+        *,
+        seed: int | None = None,
+        vocab: torch.Tensor | None = None,
+        progress: Callable[[str], None] | None = None,
+    ) -> SFTResult:
+        """`steps` optimizer steps on `sequences` (default: the rest of the schedule); returns this call's losses.
+
+        seed: this call's data order and torch seed (default `config.seed`). vocab: the completion vocabulary
+        (full ids) when the caller has a wider one (default: the tokens of `sequences`). The model is back on
+        its full table when this returns, or raises.
+        """
+        config = self.config
+        steps = config.steps - self.step if steps is None else steps
+        if steps < 1:
+            raise ValueError(f"no steps to train: the schedule has {config.steps}, {self.step} taken")
+        seed = config.seed if seed is None else seed
+        rng = random.Random(seed)
+        torch.manual_seed(seed)
+        if not config.restrict_vocab:
+            vocab = None
+        elif vocab is None:
+            vocab = completion_vocab(sequences, self.labels)
+        if self.compact_off is not None or vocab is None:
+            return self._steps(sequences, steps, rng, vocab, None, progress)
+        compact, table = self._shrink(sequences, vocab)
+        try:
+            return self._steps(sequences, steps, rng, vocab, compact, progress)
+        finally:
+            compact.expand(self.model, table)
+
+    def _steps(
+        self,
+        sequences: Sequence[SFTSequence],
+        steps: int,
+        rng: random.Random,
+        vocab: torch.Tensor | None,
+        compact: CompactVocab | None,
+        progress: Callable[[str], None] | None,
+    ) -> SFTResult:
+        """The loop; with `compact` the model's table is compact, and each batch is put in its ids as it is drawn
+        (encoding every row up front costs more than a short stage saves)."""
+        config, model = self.config, self.model
+        labels, pad_id, loss_fn = self.labels, self.pad_id, self.loss_fn
+        prefix = torch.tensor(common_prefix(sequences), dtype=torch.long) if config.share_prefix else None
+        if compact is not None:
+            labels, pad_id = compact.labels(labels), compact.id(pad_id)
+            vocab = None if vocab is None else compact.ids_to_compact(vocab)
+            loss_fn = None if loss_fn is None else loss_fn.compacted(compact)  # type: ignore[attr-defined]
+            prefix = None if prefix is None else compact.ids_to_compact(prefix)
+        device = next(model.parameters()).device
+        vocab = None if vocab is None else vocab.to(device)
+        label_ids = torch.tensor(labels.token_ids, device=device)
+        skip = 0 if prefix is None else len(prefix)
+        prefix = None if prefix is None or skip == 0 else prefix.to(device)
+        if self.optimizer is None:
+            self.optimizer = torch.optim.AdamW(
+                _param_groups(model, config.weight_decay), lr=config.learning_rate, betas=(0.9, 0.95), fused=True
+            )  # fused: one kernel per tensor; the 19M-row embedding update is 10x cheaper
+        optimizer = self.optimizer
+        model.train()
+        losses: list[float] = []
+        start = time.perf_counter()
+        batches = length_bucketed_batches(sequences, config.batch_size, rng)
+        for step in range(steps):
+            try:
+                chunk = next(batches)
+            except StopIteration:
+                batches = length_bucketed_batches(sequences, config.batch_size, rng)
+                chunk = next(batches)
+            if compact is not None:
+                chunk = compact.encode(chunk)
+            batch = collate(chunk, pad_id, config.max_completion_tokens, skip_prefix=skip).to(device)
+            for group in optimizer.param_groups:
+                group["lr"] = lr_at(self.step, config)
+            if loss_fn is None:
+                loss = sft_loss(model, batch, vocab, config.grade_weight, prefix, config.grade_objective, label_ids)
+            else:
+                loss = loss_fn(model, batch, chunk, vocab, prefix)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+            optimizer.step()
+            self.step += 1
+            losses.append(loss.item())
+            if progress and (step % config.log_every == 0 or step == steps - 1):
+                recent = losses[-config.log_every :]
+                elapsed = time.perf_counter() - start
+                eta = elapsed / (step + 1) * (steps - step - 1)
+                progress(
+                    f"sft step {step + 1}/{steps} loss {sum(recent) / len(recent):.3f} "
+                    f"({elapsed:.0f}s elapsed, ~{eta:.0f}s left)"
+                )
+        model.eval()
+        return SFTResult(losses=losses, seconds=time.perf_counter() - start)
+
+    # the compact table ---------------------------------------------------------
+
+    def _why_not_compact(self) -> str | None:
+        """None when this model and config can train on a compact table, else why not (logged)."""
+        config = self.config
+        if not config.compact_vocab:
+            return "compact_vocab=False"
+        if not config.restrict_vocab:
+            return "restrict_vocab=False: a softmax over the compact table is not the full table's"
+        if self.loss_fn is not None and not isinstance(self.loss_fn, CompactableLoss):
+            name = getattr(self.loss_fn, "__qualname__", type(self.loss_fn).__name__)
+            return f"the loss function {name} has no compacted(vocab) to translate its token ids"
+        try:
+            emb, head = embedding_and_head(self.model)
+        except ValueError as e:
+            return str(e)
+        if not emb.weight.requires_grad:
+            return "the embedding does not train (LoRA adapters, or frozen)"
+        if head is not None and head.weight is not emb.weight:
+            return "the LM head is untied (the loop decays it: its unseen rows would shrink in the full table only)"
+        return None
+
+    def _shrink(self, sequences: Sequence[SFTSequence], vocab: torch.Tensor) -> tuple[CompactVocab, FullTable]:
+        """Shrink the model to what this call reads and predicts, growing the table of earlier calls if needed."""
+        emb = self.model.get_input_embeddings()
+        ids = {self.pad_id, *self.labels.token_ids, *vocab.tolist()}
+        if emb.padding_idx is not None:
+            ids.add(emb.padding_idx)
+        for s in sequences:
+            ids.update(s.prompt_ids)
+            ids.update(s.completion_ids)
+        before = self._vocab
+        if before is None:
+            compact = CompactVocab.from_ids(ids, emb.num_embeddings)
+            log.info("compact vocabulary: %d of %d rows", len(compact), compact.full_size)
+        elif before.full_size != emb.num_embeddings:
+            raise ValueError(
+                f"the model's table has {emb.num_embeddings} rows, {before.full_size} when this trainer began"
+            )
+        else:
+            compact = before.widened(ids)
+        grown = before is not None and compact is not before
+        table = compact.shrink(self.model, None if grown else self._weight)
+        weight = self.model.get_input_embeddings().weight
+        if grown and before is not None and self._weight is not None:
+            self._move_state(before, compact, self._weight, weight)
+            log.info("compact vocabulary: %d -> %d rows (new tokens)", len(before), len(compact))
+        self._vocab, self._weight = compact, weight
+        return compact, table
+
+    def _move_state(
+        self, before: CompactVocab, after: CompactVocab, old: torch.nn.Parameter, new: torch.nn.Parameter
+    ) -> None:
+        """Hand the old compact Parameter's AdamW state to the grown one (new rows: zero moments)."""
+        if self.optimizer is None:
+            return
+        state = self.optimizer.state.pop(old, {})
+        self.optimizer.state[new] = {
+            k: before.rows_into(after, v) if torch.is_tensor(v) and v.shape == old.shape else v
+            for k, v in state.items()
+        }
+        for group in self.optimizer.param_groups:
+            group["params"] = [new if p is old else p for p in group["params"]]
 
 
 def train_sft(
@@ -179,54 +481,11 @@ def train_sft(
     """Train in place for `config.steps` steps (or `config.epochs` passes over `sequences`); returns the loss curve.
 
     loss_fn(model, batch, chunk, vocab_subset, shared_prefix): another objective on the same
-    batches (distillation adds a first-token KL); default `sft_loss`. vocab: the completion
-    vocabulary when the caller has a wider one (default: the tokens of `sequences`).
+    batches (distillation adds a first-token KL); default `sft_loss`. On a compact table it gets
+    compact ids, so it needs `compacted(vocab)` (`CompactableLoss`), else the table stays full.
+    vocab: the completion vocabulary when the caller has a wider one (default: the tokens of `sequences`).
+    One optimizer and schedule for this call alone; `SFTTrainer` carries them across calls.
     """
     config = config.resolved(len(sequences))
-    rng = random.Random(config.seed)
-    torch.manual_seed(config.seed)
-    device = next(model.parameters()).device
-    if config.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    if config.restrict_vocab and vocab is None:
-        vocab = completion_vocab(sequences, labels)
-    vocab = vocab.to(device) if config.restrict_vocab else None
-    prefix = torch.tensor(common_prefix(sequences), device=device) if config.share_prefix else None
-    skip = 0 if prefix is None else len(prefix)
-    if prefix is not None and skip == 0:
-        prefix = None
-    optimizer = torch.optim.AdamW(
-        _param_groups(model, config.weight_decay), lr=config.learning_rate, betas=(0.9, 0.95), fused=True
-    )  # fused: one kernel per tensor; the 19M-row embedding update is 10x cheaper
-    model.train()
-    losses: list[float] = []
-    start = time.perf_counter()
-    batches = length_bucketed_batches(sequences, config.batch_size, rng)
-    for step in range(config.steps):
-        try:
-            chunk = next(batches)
-        except StopIteration:
-            batches = length_bucketed_batches(sequences, config.batch_size, rng)
-            chunk = next(batches)
-        batch = collate(chunk, pad_id, config.max_completion_tokens, skip_prefix=skip).to(device)
-        for group in optimizer.param_groups:
-            group["lr"] = lr_at(step, config)
-        if loss_fn is None:
-            loss = sft_loss(model, batch, vocab, config.grade_weight, prefix)
-        else:
-            loss = loss_fn(model, batch, chunk, vocab, prefix)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-        optimizer.step()
-        losses.append(loss.item())
-        if progress and (step % config.log_every == 0 or step == config.steps - 1):
-            recent = losses[-config.log_every :]
-            elapsed = time.perf_counter() - start
-            eta = elapsed / (step + 1) * (config.steps - step - 1)
-            progress(
-                f"sft step {step + 1}/{config.steps} loss {sum(recent) / len(recent):.3f} "
-                f"({elapsed:.0f}s elapsed, ~{eta:.0f}s left)"
-            )
-    model.eval()
-    return SFTResult(losses=losses, seconds=time.perf_counter() - start)
+    trainer = SFTTrainer(model, config, labels, pad_id, loss_fn)
+    return trainer.train(sequences, config.steps, seed=config.seed, vocab=vocab, progress=progress)

@@ -43,7 +43,7 @@ from typing import Any
 import torch
 
 from afrl.progress import Progress, say
-from training.curriculum import CurriculumConfig, run_stage
+from training.curriculum import CurriculumConfig, curriculum_trainer, train_stage
 from training.distill import DistillConfig, run_distillation
 from training.presets import PipelineConfig
 from training.report import Figures, StageReport
@@ -95,12 +95,10 @@ def sft_stage(
         )
     start = starting_model(base, preset.start_spec(), curriculum.sft.seed, data, lora_rank=curriculum.sft.lora_rank)
     setup = TrainingSetup.build(data, start.ctx, preset.eval_examples)
-    labels, pad = setup.ctx.labels, setup.ctx.pad_id
+    trainer = curriculum_trainer(start.model, curriculum, setup.ctx.labels, setup.ctx.pad_id)  # one AdamW, one schedule
     losses: list[float] = []
     for i, stage in enumerate(curriculum.stages):
-        losses += run_stage(
-            start.model, stage, setup.pools, curriculum, labels, pad, setup.vocab, run.progress, i
-        ).losses
+        losses += train_stage(trainer, stage, setup.pools, setup.vocab, run.progress, i).losses
     say(run.progress, log, f"sft: {len(losses)} steps, loss {losses[0]:.3f} -> {losses[-1]:.3f}")
     return _finish(run, "sft", engine, setup, configs, start.source, model=start.model, losses=losses)
 

@@ -18,6 +18,7 @@ process group, which `from_pretrained` consults (`training.stages`).
 from __future__ import annotations
 
 import contextlib
+import logging
 import sys
 from pathlib import Path
 
@@ -26,6 +27,8 @@ import torch
 from training.context import TrainingContext
 from training.losses import grade_weighted_lm_loss
 from training.sft import SFTConfig
+
+log = logging.getLogger(__name__)
 
 
 def prompt_completion_dataset(examples, ctx: TrainingContext):
@@ -46,6 +49,14 @@ def prompt_completion_dataset(examples, ctx: TrainingContext):
 def sft_args(config: SFTConfig, ctx: TrainingContext, out: Path, steps: int):
     """TRL's SFTConfig for the stage's `SFTConfig` (steps given: a curriculum sums its stages)."""
     from trl import SFTConfig as TRLSFTConfig
+
+    if config.grade_objective != "vocab":
+        raise ValueError(
+            f"grade_objective {config.grade_objective!r} is the plain engine's: use --engine plain, "
+            "or grade_objective 'vocab' with the trl engine"
+        )
+    if config.compact_vocab:
+        log.info("compact vocabulary: off with the trl engine (TRL trains the full table)")
 
     cuda = torch.cuda.is_available()
     return TRLSFTConfig(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from dataclasses import replace
 
 import pytest
 import torch
@@ -66,7 +67,8 @@ def test_compact_training_equals_full_table_training(ctx, splits, vocab, small_s
     compact = copy.deepcopy(full)
     config = SFTConfig(steps=12, batch_size=8, warmup_steps=2, learning_rate=1e-2)
     train = splits["train"]
-    full_run = train_sft(full, train, ctx.labels, config, ctx.pad_id, vocab=ctx.vocab(train))
+    full_table = replace(config, compact_vocab=False)  # the loop's own compaction (on by default) off
+    full_run = train_sft(full, train, ctx.labels, full_table, ctx.pad_id, vocab=ctx.vocab(train))
     with vocab.compacted(compact):
         assert compact.get_input_embeddings().weight.shape == (len(vocab), small_spec.hidden_size)
         assert compact.get_output_embeddings().weight is compact.get_input_embeddings().weight

@@ -1,11 +1,22 @@
-"""The reference-KL penalty and the trl engine's grade-weighted SFT loss, against hand values."""
+"""The reference-KL penalty, the trl engine's grade-weighted SFT loss and the label grade objective, by hand."""
 
 import math
 
 import pytest
 import torch
 
-from training.losses import clip_fraction, grade_weighted_lm_loss, group_step_advantages, k3_kl, varied_groups
+from training.losses import (
+    clip_fraction,
+    completion_nll,
+    explanation_plus_label_ce,
+    grade_weighted_lm_loss,
+    group_step_advantages,
+    k3_kl,
+    label_ce,
+    varied_groups,
+)
+from training.sft import completion_loss
+from training.sft_data import SFTBatch
 
 
 def test_k3_kl_hand_computed_and_zero_where_policy_and_reference_agree():
@@ -68,3 +79,66 @@ def test_clip_fraction_counts_the_tokens_the_clip_stops():
     # advantage (the unclipped branch is the minimum), token 3 is inside the band, token 4 is padding
     assert clip_fraction(logps, old, adv, mask, clip_eps=0.2) == pytest.approx(2 / 4)
     assert clip_fraction(old, old, adv, mask) == 0.0  # on-policy: every ratio is 1
+
+
+# grade_objective="labels": the grade over the label tokens, beside the explanation's mean NLL
+HEAD = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 2.0], [5.0, 5.0]])  # (V=4, H=2); token 3 is no label
+LABELS = torch.tensor([1, 2])  # K = 2 label tokens
+
+
+def test_label_ce_renormalises_over_the_label_tokens_only():
+    grade_hidden = torch.tensor([[1.0, 0.0], [0.0, 1.0]])  # (B=2, H)
+    targets = torch.tensor([1, 2])
+    # label logits: row 0 (1, 0) for target 1; row 1 (0, 2) for target 2; token 3's logits (5) do not count
+    expected = (-math.log(math.e / (math.e + 1)) - math.log(math.e**2 / (math.e**2 + 1))) / 2
+    assert label_ce(grade_hidden, HEAD, targets, LABELS).item() == pytest.approx(expected, rel=1e-6)
+    with pytest.raises(ValueError, match="not one of the label tokens"):
+        label_ce(grade_hidden, HEAD, torch.tensor([1, 3]), LABELS)
+
+
+def test_explanation_plus_label_ce_is_mean_explanation_nll_plus_weighted_label_ce():
+    hidden = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])  # (N=3, H): the grade, then two explanation tokens
+    targets = torch.tensor([1, 0, 3])
+    is_grade = torch.tensor([True, False, False])
+
+    def nll(logits: list[float], target: int) -> float:
+        return -logits[target] + math.log(sum(math.exp(x) for x in logits))
+
+    explanation = (nll([0.0, 0.0, 2.0, 5.0], 0) + nll([0.0, 1.0, 2.0, 10.0], 3)) / 2  # full softmax over V = 4
+    grade = nll([1.0, 0.0], 0)  # over the labels (1, 2) only
+    got = explanation_plus_label_ce(hidden, HEAD, targets, is_grade, LABELS, grade_weight=3.0)
+    assert got.item() == pytest.approx(explanation + 3.0 * grade, rel=1e-6)
+    # its own term: twice the explanation (same mean) leaves the grade's share where it was
+    longer = explanation_plus_label_ce(
+        torch.cat([hidden, hidden[1:]]),
+        HEAD,
+        torch.cat([targets, targets[1:]]),
+        torch.cat([is_grade, is_grade[1:]]),
+        LABELS,
+        3.0,
+    )
+    assert longer.item() == pytest.approx(got.item(), rel=1e-6)
+    # restricted softmax for the explanation: over {0, 1, 2, 3} it is the full one; bare grades: label term only
+    subset = explanation_plus_label_ce(hidden, HEAD, targets, is_grade, LABELS, 3.0, torch.tensor([0, 1, 2, 3]))
+    assert subset.item() == pytest.approx(got.item(), rel=1e-6)
+    bare = explanation_plus_label_ce(hidden[:1], HEAD, targets[:1], is_grade[:1], LABELS, 3.0)
+    assert bare.item() == pytest.approx(3.0 * grade, rel=1e-6)
+
+
+def test_completion_loss_vocab_is_the_weighted_completion_nll_and_labels_the_label_objective():
+    hidden = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    batch = SFTBatch(
+        input_ids=torch.zeros(1, 3, dtype=torch.long),
+        attention_mask=torch.ones(1, 3, dtype=torch.long),
+        target_positions=torch.tensor([[0, 0], [0, 1], [0, 2]]),
+        targets=torch.tensor([1, 0, 3]),
+        is_grade=torch.tensor([True, False, False]),
+    )
+    weights = torch.tensor([4.0, 1.0, 1.0])
+    vocab = completion_loss(hidden, HEAD, batch, None, 4.0)
+    assert torch.equal(vocab, completion_nll(hidden, HEAD, batch.targets, weights))  # today's objective, exactly
+    labels = completion_loss(hidden, HEAD, batch, None, 4.0, "labels", LABELS)
+    expected = explanation_plus_label_ce(hidden, HEAD, batch.targets, batch.is_grade, LABELS, 4.0)
+    assert torch.equal(labels, expected)
+    with pytest.raises(ValueError, match="label_ids"):
+        completion_loss(hidden, HEAD, batch, None, 4.0, "labels")

@@ -75,3 +75,16 @@ def test_the_comparison_arms_see_the_same_prompts_and_expert_batches(ctx, warm_m
         assert len(seen["sft"][kind]) == rl.steps
         assert seen["sft"][kind] == seen["grpo"][kind] == seen["mbo"][kind], kind
     assert len({tuple(p) for p in seen["sft"]["prompts"]}) == rl.steps  # a new draw every step
+
+
+def test_the_curriculum_schedule_spans_every_stage_and_evolution_round():
+    """One warm-up and one cosine over the steps the method will take: the evolved stage as its rounds."""
+    from training.method import _planned_steps
+
+    tiny = preset("tiny").method  # stages 300, 100, 100; two evolution rounds of 50 steps
+    assert _planned_steps(tiny) == 300 + 100 + 2 * 50
+    odd = MethodConfig(
+        curriculum=CurriculumConfig(stages=[StageConfig("head", {"head": 1.0}, 7), StageConfig("e", {"evolved": 1}, 5)])
+    )
+    rounds = odd.evolution.rounds
+    assert _planned_steps(odd) == 7 + rounds * max(1, 5 // rounds)
