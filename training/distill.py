@@ -31,7 +31,7 @@ import torch
 
 from training.compact_vocab import CompactVocab
 from training.context import TrainingContext
-from training.losses import label_kl
+from training.losses import label_ce, label_kl
 from training.model_factory import TinyQwen3Spec
 from training.rewards import first_grade
 from training.sft import SFTConfig, completion_hidden, completion_loss, train_sft
@@ -51,6 +51,10 @@ class DistillConfig:
     )
     kd_weight: float = field(default=1.0, metadata={"help": "weight of the first-token label KL"})
     kd_temperature: float = field(default=1.0, metadata={"help": "softmax temperature of the label KL"})
+    gold_weight: float = field(
+        default=1.0,
+        metadata={"help": "weight of the label cross-entropy on the gold grade, where a prompt has one (0 = off)"},
+    )
     train_prompts: int | None = field(
         default=None, metadata={"help": "training prompts the teacher labels (None: all)"}
     )
@@ -89,6 +93,7 @@ class DistillConfig:
 @dataclass(frozen=True)
 class KDSequence(SFTSequence):
     label_probs: tuple[float, ...] | None = None  # the teacher's label distribution, when known
+    gold: int | None = None  # the gold grade's index in the label set, where the prompt has one
 
 
 def student_sequences(
@@ -96,12 +101,17 @@ def student_sequences(
     outputs: Sequence[TeacherOutput],
     ctx: TrainingContext,
     keep_unfinished: bool = False,
+    gold: Sequence[int | None] | None = None,
 ) -> tuple[list[KDSequence], dict[str, int]]:
-    """Teacher outputs as student training sequences; the second value counts what was dropped and why."""
+    """Teacher outputs as student training sequences; the second value counts what was dropped and why.
+
+    gold: each pair's gold grade (None where it has none), kept beside the teacher's output.
+    """
     token_of = dict(zip(ctx.labels.values, ctx.labels.tokens, strict=True))
     kept: list[KDSequence] = []
     dropped = {"no grade first": 0, "unfinished": 0}
-    for (query, document), out in zip(pairs, outputs, strict=True):
+    golds = [None] * len(pairs) if gold is None else list(gold)
+    for (query, document), out, g in zip(pairs, outputs, golds, strict=True):
         grade = first_grade(out.text)
         if grade is None or grade not in token_of:
             dropped["no grade first"] += 1
@@ -111,7 +121,8 @@ def student_sequences(
             continue
         explanation = out.text.split("\n", 1)[1] if "\n" in out.text else ""
         completion = ctx.encoder._encode(ctx.encoder.template.completion_text(token_of[grade], explanation))
-        kept.append(KDSequence(ctx.prompt_ids(query, document), completion, grade, out.label_probs))
+        gold_index = None if g is None else ctx.labels.values.index(g)
+        kept.append(KDSequence(ctx.prompt_ids(query, document), completion, grade, out.label_probs, gold_index))
     return kept, dropped
 
 
@@ -145,6 +156,10 @@ class DistillLoss:
             student = grade_hidden @ head[label_index].T  # (B', K)
             teacher = torch.tensor([chunk[i].label_probs for i in has], device=head.device)
             total = total + config.kd_weight * label_kl(student, teacher, config.kd_temperature)
+        graded = [i for i, s in enumerate(chunk) if getattr(s, "gold", None) is not None]
+        if config.gold_weight > 0 and graded:  # the gold grade keeps the student from copying the teacher's errors
+            gold = label_index[torch.tensor([chunk[i].gold for i in graded], device=head.device)]  # token ids
+            total = total + config.gold_weight * label_ce(hidden[batch.is_grade][graded], head, gold, label_index)
         return total
 
 
@@ -165,12 +180,14 @@ def run_distillation(
     config: DistillConfig,
     vocab: torch.Tensor | None,
     progress: Callable[[str], None] | None = None,
+    gold: Sequence[int | None] | None = None,
 ) -> DistillResult:
-    """Label `pairs` with the teacher, then train `student` in place on its outputs."""
+    """Label `pairs` with the teacher, then train `student` in place on its outputs (and `gold`, each pair's
+    gold grade or None, with `config.gold_weight`)."""
     t = time.perf_counter()
     outputs = teacher.outputs(pairs)
     teacher_seconds = time.perf_counter() - t
-    sequences, dropped = student_sequences(pairs, outputs, ctx, config.keep_unfinished)
+    sequences, dropped = student_sequences(pairs, outputs, ctx, config.keep_unfinished, gold)
     if not sequences:
         raise RuntimeError(f"the teacher gave no usable output for {len(pairs)} prompts: {dropped}")
     if progress:

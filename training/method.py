@@ -125,7 +125,8 @@ def run_method(
 
     with clock("distill"):
         dc = method.distill
-        pairs = setup.distill_prompts(dc)
+        examples = setup.distill_examples(dc)
+        pairs = [(e.query, e.document) for e in examples]
         source = setup.teacher(dc, model=teacher, name="mode-balanced teacher")
         student = build_tiny_qwen3(dc.student, seed=dc.sft.seed)
         say(
@@ -134,7 +135,8 @@ def run_method(
             f"distill: student {body_parameters(student) / 1e6:.2f}M body parameters vs teacher "
             f"{body_parameters(teacher) / 1e6:.2f}M; {len(pairs)} prompts",
         )
-        distilled = run_distillation(source, student, pairs, setup.ctx, dc, setup.vocab, progress)
+        gold = [e.grade for e in examples]
+        distilled = run_distillation(source, student, pairs, setup.ctx, dc, setup.vocab, progress, gold)
 
     with clock("eval"):
         evaluations["student"] = setup.evaluate(student, method.explain_examples)

@@ -343,19 +343,22 @@ class TrainingSetup:
 
     def distill_prompts(self, config: DistillConfig) -> list[tuple[str, str]]:
         """(query, document) pairs the teacher labels: a sample of train, plus fresh world prompts if asked."""
+        return [(e.query, e.document) for e in self.distill_examples(config)]
+
+    def distill_examples(self, config: DistillConfig) -> list[Example]:
+        """The examples behind `distill_prompts`, gold grades included."""
         train = self.data.train
         chosen = (
             train
             if config.train_prompts is None or config.train_prompts >= len(train)
             else random.Random(config.sft.seed).sample(train, config.train_prompts)
         )  # many queries, not the first few
-        pairs = [(e.query, e.document) for e in chosen]
+        examples = list(chosen)
         if config.extra_prompts and self.data.world is None:
             log.warning("distill: no extra prompts (they come from the generated world, not from %s)", self.data.source)
         elif config.extra_prompts and self.data.world is not None:
-            fresh = self.data.world.fresh_examples(config.extra_prompts, self.heldout_queries)
-            pairs += [(e.query, e.document) for e in fresh]
-        return pairs
+            examples += self.data.world.fresh_examples(config.extra_prompts, self.heldout_queries)
+        return examples
 
     def teacher(self, config: DistillConfig, model: torch.nn.Module | None = None, name: str = "checkpoint") -> Teacher:
         """The endpoint teacher when `config` names one (its key from `config.teacher_api_key_env`), else `model`."""

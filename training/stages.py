@@ -176,8 +176,9 @@ def distill_stage(
         source = setup.checkpoint_teacher(loaded, config)
     else:
         source = setup.teacher(config)
-    pairs = setup.distill_prompts(config)
-    result = run_distillation(source, start.model, pairs, setup.ctx, config, setup.vocab, run.progress)
+    examples = setup.distill_examples(config)
+    pairs, gold = [(e.query, e.document) for e in examples], [e.grade for e in examples]
+    result = run_distillation(source, start.model, pairs, setup.ctx, config, setup.vocab, run.progress, gold)
     return _finish(
         run,
         "distill",

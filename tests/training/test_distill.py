@@ -48,6 +48,28 @@ def test_distill_loss_is_sequence_nll_plus_weighted_label_kl(ctx, sequences, voc
     assert total.item() == pytest.approx((nll + 0.7 * kl).item(), rel=1e-5)
 
 
+def test_distill_loss_adds_the_gold_grade_where_a_prompt_has_one(ctx, sequences, vocab, small_spec):
+    model = build_tiny_qwen3(small_spec, seed=0)
+    chunk = [
+        KDSequence(s.prompt_ids, s.completion_ids, s.grade, None, 2 if i < 2 else None)
+        for i, s in enumerate(sequences[:4])
+    ]  # gold grade index 2 on the first two rows only
+    batch = collate(chunk, ctx.pad_id)
+    labels = torch.tensor(ctx.labels.token_ids)
+    with torch.no_grad():
+        without = distill_loss(DistillConfig(gold_weight=0.0), ctx.labels.token_ids)(model, batch, chunk, vocab, None)
+        total = distill_loss(DistillConfig(gold_weight=0.5), ctx.labels.token_ids)(model, batch, chunk, vocab, None)
+        hidden = completion_hidden(model, batch)[batch.is_grade][:2]
+        logits = hidden @ model.get_output_embeddings().weight[labels].T
+        ce = torch.nn.functional.cross_entropy(logits, torch.tensor([2, 2]))
+    assert total.item() == pytest.approx((without + 0.5 * ce).item(), rel=1e-5)
+    # the gold grade travels from the pairs to the sequences as its index in the label set
+    ex = sequences[0]
+    out = TeacherOutput(f"{ex.grade}\n[Query] x", True, None)
+    kept, _ = student_sequences([("q", "d")], [out], ctx, gold=[ctx.labels.values[3]])
+    assert kept[0].gold == 3
+
+
 def test_endpoint_teacher_reads_text_and_first_token_logprobs(ctx):
     top = [{"token": str(g), "logprob": math.log(p)} for g, p in enumerate((0.05, 0.05, 0.1, 0.6, 0.1))]
     top.append({"token": "\n", "logprob": math.log(0.1)})
