@@ -188,10 +188,12 @@ PRESETS: dict[str, PipelineConfig] = {
         ),
     ),
     # The embedded default model: SFT on the compact vocabulary (1.5x the steps per minute), about
-    # 3.5 minutes of training on 2 idle cores (1,000 steps at ~0.2 s). Wide and shallow: at 1,500 steps
+    # 3.3 minutes of training on 2 idle cores (1,000 steps at ~0.2 s). Wide and shallow: at 1,500 steps
     # (lr 6e-3) 256 x 2 layers scored 0.678 on test against 0.633 for 256 x 3, 0.641 for 384 x 2 and
-    # 0.633 for the earlier 128 x 4 at lr 8e-3 (one seed each; bench/default_recipe.py sweeps them
-    # at equal CPU minutes). lr 8e-3 beat 4e-3 by 8 points at 600 steps on 128 x 4.
+    # 0.633 for 128 x 4 at lr 8e-3 (one seed each). At equal CPU minutes (`afrl bench default-recipe`,
+    # 4.5 min) 128 x 4 @ 8e-3 and 256 x 2 are within noise (test 0.604 vs 0.589); built as the default
+    # (1,350 steps, the same minutes) 128 x 4 gave test 0.607 but long tail 0.186, against 0.595 and
+    # 0.454 here: this shape is the one better than the previous default (0.581 / 0.301) on both.
     "default": PipelineConfig(
         name="afrl-default-tiny-qwen3",
         model=TinyQwen3Spec(hidden_size=256, intermediate_size=768, num_hidden_layers=2),
