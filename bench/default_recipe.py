@@ -1,6 +1,7 @@
 """Learning curves of candidate default recipes at equal CPU minutes (shape, learning rate, objective).
 
     afrl bench default-recipe [--minutes 3] [--arms 128x4:8e-3 256x2:6e-3 ...] [--parallel 2]
+    afrl bench default-recipe --steps 1500 --out FILE   (equal steps instead: every arm 1,500 steps)
     afrl bench default-recipe --plot-only     (re-render the figure from the kept JSON)
 
 Each arm is the `default` preset (training/presets.py) with its model shape
@@ -54,8 +55,8 @@ def parse_arm(text: str) -> dict:
         raise SystemExit(f"--arms {text!r}: write HIDDENxLAYERS:LR[:labels], e.g. 128x4:8e-3") from None
 
 
-def run_arm(arm: dict, minutes: float, points: int, dev_rows: int) -> dict:
-    """Train one arm for `minutes` of CPU time; its dev curve and final test figures."""
+def run_arm(arm: dict, minutes: float, points: int, dev_rows: int, fixed_steps: int | None = None) -> dict:
+    """Train one arm for `minutes` of CPU time (or `fixed_steps` steps); its dev curve and final test figures."""
     from dataclasses import replace
 
     import torch
@@ -85,7 +86,7 @@ def run_arm(arm: dict, minutes: float, points: int, dev_rows: int) -> dict:
     probe.train(setup.sequences, 20, vocab=setup.vocab)
     step_s = (time.process_time() - t) / 20
     del probe, probe_model
-    steps = max(points, round(minutes * 60 / step_s))
+    steps = fixed_steps or max(points, round(minutes * 60 / step_s))
     sft = base.with_steps(steps)
     trainer = SFTTrainer(model, sft, ctx.labels, ctx.pad_id)
     curve = []
@@ -145,6 +146,7 @@ def sweep(args: argparse.Namespace) -> dict:
         out = tmp / (arm["name"].replace(":", "_") + ".json")
         cmd = [sys.executable, "-m", "bench.default_recipe", "--arm", arm["name"], "--arm-out", str(out)]
         cmd += ["--minutes", str(args.minutes), "--points", str(args.points), "--dev", str(args.dev)]
+        cmd += ["--steps", str(args.steps)] if args.steps else []
         running.append((subprocess.Popen(cmd, stderr=open(f"{out}.log", "w")), out))
     while running:
         reap(block=True)
@@ -182,6 +184,7 @@ def plot(report: dict, path: Path) -> None:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--arms", nargs="+", default=list(DEFAULT_ARMS), help="HIDDENxLAYERS:LR[:labels] each")
     p.add_argument("--minutes", type=float, default=3.0, help="CPU minutes of training per arm")
+    p.add_argument("--steps", type=int, help="equal steps instead of equal CPU minutes (every arm this many)")
     p.add_argument("--points", type=int, default=6, help="dev evaluations along each curve")
     p.add_argument("--dev", type=int, default=1000, help="dev rows scored at each point")
     p.add_argument("--parallel", type=int, default=2, help="arms at once (one thread each)")
@@ -195,7 +198,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if args.arm:
-        args.arm_out.write_text(json.dumps(run_arm(parse_arm(args.arm), args.minutes, args.points, args.dev)))
+        result = run_arm(parse_arm(args.arm), args.minutes, args.points, args.dev, args.steps)
+        args.arm_out.write_text(json.dumps(result))
         return 0
     if not args.plot_only:
         report = sweep(args)
