@@ -57,12 +57,13 @@ def parse_arm(text: str) -> dict:
 
 def run_arm(arm: dict, minutes: float, points: int, dev_rows: int, fixed_steps: int | None = None) -> dict:
     """Train one arm for `minutes` of CPU time (or `fixed_steps` steps); its dev curve and final test figures."""
+    import copy
     from dataclasses import replace
 
     import torch
 
     from training.evaluate.torch_model import evaluate_model
-    from training.model_factory import TinyQwen3Spec
+    from training.model_factory import TinyQwen3Spec, body_parameters
     from training.presets import PRESETS
     from training.setup import TrainingSetup, load_training_data, starting_model
     from training.sft import SFTTrainer
@@ -79,7 +80,7 @@ def run_arm(arm: dict, minutes: float, points: int, dev_rows: int, fixed_steps: 
     dev = data.dev[:dev_rows]
     base = replace(config.sft, learning_rate=arm["lr"], grade_objective=arm["objective"], log_every=10**9)
 
-    probe_model = __import__("copy").deepcopy(model)
+    probe_model = copy.deepcopy(model)
     probe = SFTTrainer(probe_model, base.with_steps(25), ctx.labels, ctx.pad_id)
     probe.train(setup.sequences, 5, vocab=setup.vocab)  # first steps allocate AdamW state: not timed
     t = time.process_time()
@@ -114,7 +115,7 @@ def run_arm(arm: dict, minutes: float, points: int, dev_rows: int, fixed_steps: 
         **arm,
         "steps": steps,
         "cpu_seconds_per_step": step_s,
-        "body_parameters": sum(p.numel() for n, p in model.named_parameters() if "embed" not in n),
+        "body_parameters": body_parameters(model),
         "curve": curve,
         "test": {k: test[k] for k in keys if k in test} | setup.heuristics,
     }

@@ -150,16 +150,16 @@ class DistillLoss:
         label_index = torch.tensor(self.label_ids, device=head.device)
         sft = config.sft
         total = completion_loss(hidden, head, batch, vocab, sft.grade_weight, sft.grade_objective, label_index)
+        grade_hidden = hidden[batch.is_grade]  # (B, H): one grade position per row, in chunk order
         has = [i for i, s in enumerate(chunk) if getattr(s, "label_probs", None) is not None]
         if config.kd_weight > 0 and has:
-            grade_hidden = hidden[batch.is_grade][has]  # (B', H): rows in chunk order
-            student = grade_hidden @ head[label_index].T  # (B', K)
+            student = grade_hidden[has] @ head[label_index].T  # (B', K): rows in chunk order
             teacher = torch.tensor([chunk[i].label_probs for i in has], device=head.device)
             total = total + config.kd_weight * label_kl(student, teacher, config.kd_temperature)
         graded = [i for i, s in enumerate(chunk) if getattr(s, "gold", None) is not None]
         if config.gold_weight > 0 and graded:  # the gold grade keeps the student from copying the teacher's errors
             gold = label_index[torch.tensor([chunk[i].gold for i in graded], device=head.device)]  # token ids
-            total = total + config.gold_weight * label_ce(hidden[batch.is_grade][graded], head, gold, label_index)
+            total = total + config.gold_weight * label_ce(grade_hidden[graded], head, gold, label_index)
         return total
 
 
