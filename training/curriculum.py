@@ -14,7 +14,7 @@ trains on `steps x batch_size` sequences drawn with replacement from its pools
 in the mix's proportions. The stages of one curriculum share one optimizer and
 one schedule (`curriculum_trainer`, then `train_stage` per stage: AdamW state
 carried over, warm-up once, cosine decay over all the stages' steps); a stage
-alone (`run_stage`, the comparison's SFT arm) has its own. The evolved stage
+alone (`run_stage`, each arm of a guideline trial) has its own. The evolved stage
 is split across evolution rounds by the caller.
 """
 
