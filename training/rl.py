@@ -70,7 +70,7 @@ from training.losses import (
 )
 from training.rewards import N_STEPS, STEP_NAMES, assign_steps, first_grade, step_rewards
 from training.rollout import generate
-from training.sft import _param_groups, completion_hidden, sft_loss
+from training.sft import adamw, completion_hidden, sft_loss
 from training.sft_data import SFTBatch, SFTSequence, collate
 
 log = logging.getLogger(__name__)
@@ -236,9 +236,7 @@ def step_data(prompts: Sequence[RLExample], expert: Sequence[SFTSequence], confi
 
 def rl_optimizer(model: torch.nn.Module, config: RLConfig) -> torch.optim.Optimizer:
     """AdamW at the stage's constant learning rate (the SFT arm of the comparison uses the same)."""
-    return torch.optim.AdamW(
-        _param_groups(model, config.weight_decay), lr=config.learning_rate, betas=(0.9, 0.95), fused=True
-    )
+    return adamw(model, config.learning_rate, config.weight_decay)
 
 
 def train_rl(
