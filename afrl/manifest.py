@@ -58,6 +58,10 @@ class Manifest(BaseModel):
     providers_validated: list[str]
     max_sequence_length: int
     parity: dict[str, float] = Field(default_factory=dict, description="figures measured at export time")
+    fusions: dict[str, dict[str, int]] = Field(
+        default_factory=dict,
+        description="graph -> fused contrib op -> node count (export/fusion.py); a graph absent: not fused",
+    )
     files: dict[str, str] = Field(default_factory=dict, description="relative path -> sha256")
     created_by: str = "afrl"
 

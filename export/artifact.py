@@ -1,14 +1,16 @@
 """Checkpoint -> model artifact: the graphs of afrl/graphs.py, tokenizer files, manifest.
 
     export_artifact(checkpoint, out_dir, dtype="fp32" | "fp16" | "int8",
-                    graphs=("score", "prefix", "score_prefix", "decode"))
+                    graphs=("score", "prefix", "score_prefix", "decode"), fuse=True)
 
 1. `load_checkpoint`: the HF causal LM (fp32, eval) and tokenizer from a
    folder or hub id, the prompt template and label set; the guideline and
    grade values come from the checkpoint's `afrl.json` (written by training),
    `guideline=` replacing the text;
 2. copy the tokenizer files byte for byte;
-3. export each graph in FP32 (`onnx_export.export_graph`); fp16 converts it
+3. export each graph in FP32 (`onnx_export.export_graph`), fuse its norms,
+   rotary and attention into onnxruntime contrib ops (`fusion.fuse_graph`;
+   `fuse=False` keeps the plain graph); fp16 converts it
    (`float16.convert_fp16`), int8 quantizes it (`quantize.quantize_int8`),
    each from a scratch file, so only the final graphs land in the artifact,
    as `<graph>.onnx`;
@@ -18,7 +20,8 @@
    exactly as serving encodes them (`PromptEncoder` over the artifact's own
    tokenizer.json): names and shapes first, then values
    (`validate.validate_score_graph`, `validate_cache.validate_cache_graphs`);
-6. write the manifest (every file's sha256, the parity figures of every graph).
+6. write the manifest (every file's sha256, the parity figures of every graph,
+   each graph's fused op counts).
 
 Everything is written into a scratch folder beside `out_dir` and renamed into
 place at the end, so a failed export never leaves a half artifact.
@@ -58,6 +61,7 @@ from afrl.progress import say
 from afrl.prompt import PromptEncoder, PromptTemplate
 from afrl.sidecar import SIDECAR_NAME, Sidecar
 from export.float16 import convert_fp16
+from export.fusion import fuse_graph
 from export.onnx_export import export_graph
 from export.quantize import quantize_int8
 from export.validate import TOLERANCES, Tolerance, reference_label_logits, validate_score_graph
@@ -80,6 +84,7 @@ TOKENIZER_FILES = (
     "tokenizer.model",
     "chat_template.jinja",
 )
+DEFAULT_MAX_POSITIONS = 32768  # rotary table rows for a config that does not say (Qwen3's default)
 CHECKPOINT_FILE_SUFFIXES = (".safetensors", ".bin", ".json")  # weights, index, configs
 CHECKPOINT_SKIP = frozenset(TOKENIZER_FILES)
 SAMPLE_PAIRS: list[tuple[str, str]] = [
@@ -124,6 +129,7 @@ def export_artifact(
     graphs: Sequence[str] = ALL_GRAPHS,
     decode_steps: int = 4,
     providers: Sequence[str] = ("CPUExecutionProvider",),
+    fuse: bool = True,
 ) -> Manifest:
     """Export `checkpoint` (HF folder or hub id) as a servable artifact in `out_dir`.
 
@@ -133,7 +139,9 @@ def export_artifact(
     graphs (default: a dozen built-in pairs; pass a dev split for INT8, whose
     tolerance is about grades). `tolerance` overrides the limits of `dtype`
     (export.validate.TOLERANCES). `decode_steps`: greedy steps compared
-    with torch per validated document.
+    with torch per validated document. `fuse`: norms, rotary and attention
+    as onnxruntime contrib ops (export/fusion.py), or the plain exported
+    graphs; the same contract and tolerances either way.
     """
     if dtype not in TOLERANCES:
         raise ValueError(f"dtype {dtype!r} is not exported here; choose one of {sorted(TOLERANCES)}")
@@ -165,10 +173,10 @@ def export_artifact(
                 f"{checkpoint}: tokenizer.json spells the grades differently from the HF tokenizer: {e}"
             ) from None
 
-        files = {}
+        files, fusions = {}, {}
         for name in graphs:
-            step(f"exporting the {name} graph ({dtype})")
-            files[name] = _export_one(name, ckpt, dtype, staging, Path(scratch) / "fp32")
+            step(f"exporting the {name} graph ({dtype}{', fused' if fuse else ''})")
+            files[name], fusions[name] = _export_one(name, ckpt, dtype, staging, Path(scratch) / "fp32", fuse)
         if len(files) > 1:
             step("storing the graphs' shared weights once")
             share_weights(staging, list(files.values()))
@@ -231,6 +239,7 @@ def export_artifact(
                 providers_validated=list(providers),
                 max_sequence_length=max_sequence_length,
                 parity=parity,
+                fusions={name: counts for name, counts in fusions.items() if counts},
             ),
         )
         verify_artifact(staging, verify_hashes=False)  # what serving will check, short of the hashes just written
@@ -253,19 +262,32 @@ def _check_graphs(names: Sequence[str]) -> list[str]:
     return [n for n in ALL_GRAPHS if n in names]
 
 
-def _export_one(name: str, ckpt: LoadedCheckpoint, dtype: str, staging: Path, scratch: Path) -> str:
-    """Export graph `name` in `dtype` into `staging`; returns its file name there."""
+def _export_one(
+    name: str, ckpt: LoadedCheckpoint, dtype: str, staging: Path, scratch: Path, fuse: bool
+) -> tuple[str, dict[str, int]]:
+    """Export graph `name` in `dtype` (fused or not) into `staging`; returns its file name there and the fusions."""
     file = f"{name}.onnx"
-    if dtype == "fp32":
+    fusions: dict[str, int] = {}
+    if dtype == "fp32" and not fuse:
         export_graph(name, ckpt.model, ckpt.labels.token_ids, staging / file)
-        return file
-    fp32 = export_graph(name, ckpt.model, ckpt.labels.token_ids, scratch / file)
+        return file, fusions
+    fp32 = export_graph(name, ckpt.model, ckpt.labels.token_ids, scratch / "plain" / file)
+    if fuse:
+        fused = staging / file if dtype == "fp32" else scratch / "fused" / file
+        # FP16 graphs are for CUDA, whose GroupQueryAttention refuses the mask: norms and rotary only there.
+        fusions = fuse_graph(fp32, fused, max_positions=_max_positions(ckpt.model), attention=dtype != "fp16")
+        fp32 = fused
     if dtype == "fp16":
         convert_fp16(fp32, staging / file)
-    else:
+    elif dtype == "int8":
         quantize_int8(fp32, staging / file)
-    shutil.rmtree(scratch)  # the FP32 scratch copy can be GBs
-    return file
+    shutil.rmtree(scratch)  # the FP32 scratch copies can be GBs
+    return file, fusions
+
+
+def _max_positions(model: Any) -> int:
+    # The rotary tables' rows; the model's own limit (export refuses a max_sequence_length above it).
+    return int(getattr(model.config, "max_position_embeddings", None) or DEFAULT_MAX_POSITIONS)
 
 
 def query_groups(encoder: PromptEncoder, pairs: Sequence[tuple[str, str]]) -> list[Group]:

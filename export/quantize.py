@@ -37,6 +37,7 @@ have no such dependence.
 from __future__ import annotations
 
 import logging
+import tempfile
 import time
 from pathlib import Path
 
@@ -48,46 +49,76 @@ from export.onnx_export import EXTERNAL_DATA_THRESHOLD_BYTES, OUTPUT_NAMES, grap
 
 logger = logging.getLogger(__name__)
 
+# What the MLP down projections become: FP32 (see above), dynamic int8 like the other MatMuls, or
+# MatMulNBits with 8-bit weights whose activations are quantized per block of NBITS_BLOCK, not per tensor.
+DOWN_PROJECTIONS = ("fp32", "int8", "nbits8")
+NBITS_BLOCK = 32
+
 
 def quantize_int8(
     fp32_path: str | Path,
     int8_path: str | Path,
     per_channel: bool = True,
     external_data: bool | None = None,
-    keep_fp32_down_projections: bool = True,
+    down: str = "fp32",
 ) -> Path:
-    """Quantize an FP32 graph to INT8 weights (label head, MLP down projections kept FP32); returns `int8_path`.
+    """Quantize an FP32 graph to INT8 weights (label head kept FP32); returns `int8_path`.
 
-    `external_data=None` keeps the weights inline unless the FP32 graph's
-    weights exceed `EXTERNAL_DATA_THRESHOLD_BYTES`.
+    `down`: what the MLP down projections become (`DOWN_PROJECTIONS`). `external_data=None`
+    keeps the weights inline unless the FP32 graph's weights exceed `EXTERNAL_DATA_THRESHOLD_BYTES`.
     """
+    if down not in DOWN_PROJECTIONS:
+        raise ValueError(f"down={down!r}: choose one of {', '.join(DOWN_PROJECTIONS)}")
     fp32_path, int8_path = Path(fp32_path), Path(int8_path)
     int8_path.parent.mkdir(parents=True, exist_ok=True)
     if external_data is None:
         external_data = graph_bytes(fp32_path) > EXTERNAL_DATA_THRESHOLD_BYTES
     graph = onnx.load(fp32_path, load_external_data=False)
-    head = label_head_nodes(graph)
-    down = mlp_down_nodes(graph) if keep_fp32_down_projections else []
+    head, projections = label_head_nodes(graph), mlp_down_nodes(graph)
     start = time.perf_counter()
-    with quiet_exporters():
+    with quiet_exporters(), tempfile.TemporaryDirectory(dir=int8_path.parent) as scratch:
+        source = fp32_path
+        if down == "nbits8":
+            source = Path(scratch) / fp32_path.name
+            _down_projections_to_nbits(fp32_path, source, projections, external_data)
         quantize_dynamic(
-            fp32_path,
+            source,
             int8_path,
             weight_type=QuantType.QInt8,
             per_channel=per_channel,
-            nodes_to_exclude=head + down,
+            nodes_to_exclude=head + (projections if down == "fp32" else []),
             op_types_to_quantize=["MatMul"],
             use_external_data_format=external_data,
         )
     logger.info(
-        "quantized %s -> %s (int8; fp32: head %s, %d down projections) in %.1f s",
+        "quantized %s -> %s (int8; head %s fp32, %d down projections %s) in %.1f s",
         fp32_path.name,
         int8_path,
         head,
-        len(down),
+        len(projections),
+        down,
         time.perf_counter() - start,
     )
     return int8_path
+
+
+def _down_projections_to_nbits(src: Path, dst: Path, nodes: list[str], external_data: bool) -> None:
+    """The MatMuls `nodes` as MatMulNBits (8-bit symmetric weights per block, int8 compute per block)."""
+    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+    model = onnx.load(src)
+    keep = set(nodes)
+    others = [n.name for n in model.graph.node if n.op_type == "MatMul" and n.name not in keep]
+    quantizer = MatMulNBitsQuantizer(
+        model,
+        bits=8,
+        block_size=NBITS_BLOCK,
+        is_symmetric=True,
+        accuracy_level=4,  # int8 activations, quantized per block of NBITS_BLOCK along K
+        nodes_to_exclude=others,  # (nodes_to_include would add to, not replace, the MatMul op type)
+    )
+    quantizer.process()
+    quantizer.model.save_model_to_file(str(dst), use_external_data_format=external_data)
 
 
 def label_head_nodes(model: onnx.ModelProto) -> list[str]:

@@ -29,7 +29,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     guideline = Path(args.guideline_file).read_text() if args.guideline_file else None
     manifest = export_artifact(
-        args.checkpoint, Path(args.out), dtype=args.dtype, guideline=guideline, progress=progress
+        args.checkpoint, Path(args.out), dtype=args.dtype, guideline=guideline, progress=progress, fuse=args.fuse
     )
     print(manifest.model_dump_json(indent=2, include={"model_name", "graphs", "parity", "labels"}))
     return 0
@@ -47,4 +47,10 @@ def register(sub: Any) -> None:
     e.add_argument("--out", required=True)
     e.add_argument("--dtype", choices=["fp32", "fp16", "int8"], default="fp32")
     e.add_argument("--guideline-file", help="guideline text when the checkpoint has no afrl.json")
+    e.add_argument(
+        "--no-fuse",
+        dest="fuse",
+        action="store_false",
+        help="plain graphs: no fused norm / rotary / attention contrib ops (export/fusion.py)",
+    )
     e.set_defaults(func=cmd_export)

@@ -3,11 +3,13 @@
 The torch -> ONNX export is the slow step (~5 s a graph, whatever the size),
 so each FP32 graph of a checkpoint is exported once per session
 (`_reuse_fp32_exports`): the fp16 and int8 artifacts convert those same FP32
-graphs, as export_artifact would after exporting them again.
+graphs, as export_artifact would after exporting them again. Fusing a graph
+(export/fusion.py, ~2 s) is likewise done once per distinct plain graph.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -57,8 +59,22 @@ def _reuse_fp32_exports(tmp_path_factory):
             shutil.copyfile(file, Path(path).parent / file.name)
         return Path(path)
 
+    real_fuse = artifact_module.fuse_graph
+    fused: dict[str, tuple[Path, dict[str, int]]] = {}
+
+    def cached_fuse(src, dst, **kw):
+        key = hashlib.sha256(Path(src).read_bytes()).hexdigest() + repr(sorted(kw.items()))
+        if key not in fused:
+            out = cache_dir / f"fused{len(fused)}" / Path(dst).name
+            fused[key] = (out, real_fuse(src, out, **kw))
+        Path(dst).parent.mkdir(parents=True, exist_ok=True)
+        for file in fused[key][0].parent.iterdir():
+            shutil.copyfile(file, Path(dst).parent / file.name)
+        return dict(fused[key][1])
+
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(artifact_module, "export_graph", cached)
+        mp.setattr(artifact_module, "fuse_graph", cached_fuse)
         yield
 
 
@@ -82,6 +98,14 @@ def llama_checkpoint(tmp_path_factory) -> Path:
 def fp32_artifact(qwen3_checkpoint, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("artifacts") / "qwen3-fp32"
     export_artifact(qwen3_checkpoint, out, dtype="fp32")
+    return out
+
+
+@pytest.fixture(scope="session")
+def fp32_plain_artifact(qwen3_checkpoint, fp32_artifact, tmp_path_factory) -> Path:
+    """The same export without fusion (afrl export --no-fuse)."""
+    out = tmp_path_factory.mktemp("artifacts") / "qwen3-fp32-plain"
+    export_artifact(qwen3_checkpoint, out, dtype="fp32", fuse=False)
     return out
 
 
