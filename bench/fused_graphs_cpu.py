@@ -9,9 +9,12 @@ work of the 0.6B at a seventh of its export time and memory (the full 0.6B
 export needs ~12 GB).
 
 Graphs: each exported once (`export/onnx_export.py`), then fused
-(`export/fusion.py`), and both quantized (`export/quantize.py`), so the four
-variants of a graph differ only in fusion and dtype. Work files are kept in
-`--work` and reused by later runs with the same `--layers`.
+(`export/fusion.py`), and both quantized (`export/quantize.py`, down
+projections `--int8-down`: `int8`, what export's outlier rule keeps of a
+random model's, i.e. none; bench/int8_recipes.py measures the recipes on a
+trained one), so the four variants of a graph differ only in fusion and
+dtype. Work files are kept in `--work/layers<L>-<int8-down>` and reused by
+later runs.
 
 Shapes, as serving runs a request of 10 documents: the prefix graph on a
 `--prefix`-token prefix (170: guideline + query); score_prefix on
@@ -53,7 +56,7 @@ VARIANTS = ("fp32", "fp32 fused", "int8", "int8 fused")
 LABEL_IDS = [15, 16, 17, 18, 19]  # "0".."4" in the Qwen3 tokenizer
 
 
-def build_graphs(work: Path, layers: int) -> dict[str, dict[str, Path]]:
+def build_graphs(work: Path, layers: int, int8_down: str) -> dict[str, dict[str, Path]]:
     """{graph: {variant: path}}, exporting only what `work` does not hold yet."""
     import torch
     from transformers import Qwen3Config, Qwen3ForCausalLM
@@ -77,7 +80,7 @@ def build_graphs(work: Path, layers: int) -> dict[str, dict[str, Path]]:
             fuse_graph(files["fp32"], files["fp32 fused"], max_positions=QWEN3_0P6B["max_position_embeddings"])
         for plain, int8 in (("fp32", "int8"), ("fp32 fused", "int8 fused")):
             if not files[int8].is_file():
-                quantize_int8(files[plain], files[int8])
+                quantize_int8(files[plain], files[int8], down=int8_down)
     return paths
 
 
@@ -161,6 +164,7 @@ def main() -> None:
     p.add_argument("--prefix", type=int, default=170)
     p.add_argument("--repeats", type=int, default=15)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--int8-down", default="int8", choices=["fp32", "int8", "nbits8"])
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
 
@@ -168,13 +172,14 @@ def main() -> None:
 
     from loadtest.compare.qwen3_0p6b import QWEN3_0P6B
 
-    paths = build_graphs(args.work / f"layers{args.layers}", args.layers)
+    paths = build_graphs(args.work / f"layers{args.layers}-{args.int8_down}", args.layers, args.int8_down)
     feeds = inputs(args, args.layers, session(paths["prefix"]["fp32"], args.threads))
     results = {
         "model": {**QWEN3_0P6B, "num_hidden_layers": args.layers, "weights": "random, seed 0"},
         "shape": {"documents": args.documents, "tokens": args.tokens, "prefix": args.prefix},
         "repeats": args.repeats,
         "threads": args.threads,
+        "int8_down_projections": args.int8_down,
         "onnxruntime": onnxruntime.__version__,
         "cpu_count": os.cpu_count(),
         "graphs": {},

@@ -36,7 +36,10 @@ Time and size, measured on 2 CPU cores shared with other jobs (so upper bounds):
               2.40 GB (weights.data 2.38 GB; unshared the graphs would hold 9.5 GB)
         fp16  exports + 539 s (conversion, validation on the CPU provider); 1.21 GB
         int8  exports + 320 s (quantization, validation); 1.51 GB (embedding and MLP down
-              projections stay FP32: export/quantize.py says why)
+              projections stay FP32: export/quantize.py says why; measured with the previous
+              recipe, all 28 down projections FP32: now only those with outlier inputs)
+    Fusion (export/fusion.py) adds ~1 s a graph for the default model (hidden 128, 4 layers,
+    idle box), 20-50 s a graph at the 0.6B width with 4 layers (busy box); not measured at 28.
 
 For the embedded default model, whose pipeline has ~30 s for export:
 `graphs=("score",)` is the old single-graph export (about a quarter of
@@ -62,8 +65,9 @@ from afrl.prompt import PromptEncoder, PromptTemplate
 from afrl.sidecar import SIDECAR_NAME, Sidecar
 from export.float16 import convert_fp16
 from export.fusion import fuse_graph
+from export.int8_outliers import OutlierChoice
 from export.onnx_export import export_graph
-from export.quantize import quantize_int8
+from export.quantize import DOWN_PROJECTIONS, quantize_int8
 from export.validate import TOLERANCES, Tolerance, reference_label_logits, validate_score_graph
 from export.validate_cache import Group, validate_cache_graphs
 from export.verify import verify_artifact
@@ -130,6 +134,7 @@ def export_artifact(
     decode_steps: int = 4,
     providers: Sequence[str] = ("CPUExecutionProvider",),
     fuse: bool = True,
+    int8_down: str = "outliers",
 ) -> Manifest:
     """Export `checkpoint` (HF folder or hub id) as a servable artifact in `out_dir`.
 
@@ -141,10 +146,15 @@ def export_artifact(
     (export.validate.TOLERANCES). `decode_steps`: greedy steps compared
     with torch per validated document. `fuse`: norms, rotary and attention
     as onnxruntime contrib ops (export/fusion.py), or the plain exported
-    graphs; the same contract and tolerances either way.
+    graphs; the same contract and tolerances either way. `int8_down`: what
+    an INT8 export does with the MLP down projections: "outliers" keeps
+    those with an outlier input range FP32 (export/int8_outliers.py), or one
+    of export.quantize.DOWN_PROJECTIONS for all of them.
     """
     if dtype not in TOLERANCES:
         raise ValueError(f"dtype {dtype!r} is not exported here; choose one of {sorted(TOLERANCES)}")
+    if int8_down not in ("outliers", *DOWN_PROJECTIONS):
+        raise ValueError(f"int8_down={int8_down!r}: choose outliers or one of {', '.join(DOWN_PROJECTIONS)}")
     graphs = _check_graphs(graphs)
     out_dir = Path(out_dir)
     _check_out_dir(out_dir)
@@ -173,18 +183,22 @@ def export_artifact(
                 f"{checkpoint}: tokenizer.json spells the grades differently from the HF tokenizer: {e}"
             ) from None
 
+        encoder = PromptEncoder(ckpt.template, served)
+        pad = _pad_token_id(ckpt.tokenizer)
+        # INT8: which down projections stay FP32, measured on the built-in pairs (never the validation pairs).
+        calibration = [prefix + doc for prefix, docs in query_groups(encoder, SAMPLE_PAIRS) for doc in docs]
+        int8 = OutlierChoice(calibration, pad) if dtype == "int8" and int8_down == "outliers" else None
         files, fusions = {}, {}
         for name in graphs:
             step(f"exporting the {name} graph ({dtype}{', fused' if fuse else ''})")
-            files[name], fusions[name] = _export_one(name, ckpt, dtype, staging, Path(scratch) / "fp32", fuse)
+            scratch_dir = Path(scratch) / "fp32"
+            files[name], fusions[name] = _export_one(name, ckpt, dtype, staging, scratch_dir, fuse, int8, int8_down)
         if len(files) > 1:
             step("storing the graphs' shared weights once")
             share_weights(staging, list(files.values()))
 
         step("validating against torch")
-        encoder = PromptEncoder(ckpt.template, served)
         pairs = validation_pairs or SAMPLE_PAIRS
-        pad = _pad_token_id(ckpt.tokenizer)
         tol = tolerance or TOLERANCES[dtype]
         groups = query_groups(encoder, pairs)
         full = [prefix + doc for prefix, docs in groups for doc in docs]  # = encoder.encode(q, [d])[0].input_ids
@@ -213,6 +227,8 @@ def export_artifact(
                     reference=reference,
                 )
             )
+        if int8 is not None:
+            parity.update(int8.figures())
         step("parity " + ", ".join(f"{k}={v:.3g}" for k, v in parity.items()))
 
         layers = int(ckpt.model.config.num_hidden_layers)
@@ -263,7 +279,14 @@ def _check_graphs(names: Sequence[str]) -> list[str]:
 
 
 def _export_one(
-    name: str, ckpt: LoadedCheckpoint, dtype: str, staging: Path, scratch: Path, fuse: bool
+    name: str,
+    ckpt: LoadedCheckpoint,
+    dtype: str,
+    staging: Path,
+    scratch: Path,
+    fuse: bool,
+    int8: OutlierChoice | None = None,
+    int8_down: str = "outliers",
 ) -> tuple[str, dict[str, int]]:
     """Export graph `name` in `dtype` (fused or not) into `staging`; returns its file name there and the fusions."""
     file = f"{name}.onnx"
@@ -279,8 +302,10 @@ def _export_one(
         fp32 = fused
     if dtype == "fp16":
         convert_fp16(fp32, staging / file)
+    elif dtype == "int8" and int8 is not None:
+        quantize_int8(fp32, staging / file, down="int8", fp32_nodes=int8.fp32_nodes(fp32, name))
     elif dtype == "int8":
-        quantize_int8(fp32, staging / file)
+        quantize_int8(fp32, staging / file, down=int8_down)
     shutil.rmtree(scratch)  # the FP32 scratch copies can be GBs
     return file, fusions
 

@@ -9,19 +9,32 @@ Kept in FP32:
 
 - the label head MatMul, (H, K) with K ~ 5: it costs nothing, and it is the
   layer that decides the grade;
-- the MLP down projections (`mlp_down_nodes`): their input, act(gate) * up,
-  carries the outlier activations that a per-tensor int8 scale crushes.
-  Measured on the trained default model (hidden 128, 4 layers), 400 dev
-  pairs, grade agreement with torch / expected-grade MAE:
+- the MLP down projections whose input range is an outlier
+  (`fp32_nodes`, chosen by export/int8_outliers.py on a dozen calibration
+  prompts; export_artifact's default). Their input, act(gate) * up, carries
+  the outlier activations that a per-tensor int8 scale crushes, but not in
+  every layer alike. Measured on the trained default model (hidden 128, 4
+  layers), 400 dev pairs, grade agreement with torch / expected-grade MAE
+  (score graph; the first rows unfused, the last three fused graphs,
+  bench/int8_recipes.py):
 
       MatMuls + Gather int8, per tensor (the first version)   0.965 / 0.020
       per channel                                             0.968 / 0.019
       per channel, MatMuls only                               0.975 / 0.019
-      per channel, MatMuls only, down projections FP32 (this) 0.998 / 0.007
+      per channel, MatMuls only, down projections FP32        0.998 / 0.007
       per channel, + Gather, down projections FP32            0.988 / 0.007
       per channel, attention projections FP32 instead         0.965 / 0.017
+      fused, down projections MatMulNBits (`down="nbits8"`)   0.995 / 0.007
+      fused, the outlier down projection FP32 (1 of 4)        0.993 / 0.010
+      fused, all down projections FP32 (`down="fp32"`)        0.998 / 0.007
 
-  It costs a fifth of a 0.6B body's weights staying FP32 (+264 MB, some speed);
+  Keeping all of them FP32 (the previous default) cost a fifth of a 0.6B
+  body's weights (+264 MB) and speed: INT8 score_prefix at the 0.6B width
+  (4 layers, 10 documents x 60 tokens after 170, 2 threads, load 1.6,
+  bench/results/int8_recipes.json) 158 ms with all down projections FP32,
+  137 ms with 1 of 4 (the outlier rule's count on the default model),
+  130 ms with none, 154 ms with MatMulNBits (no AVX-VNNI on this CPU);
+  the FP32 graph 258 ms;
 - the embedding table (`Gather`, not quantized: `MatMul` only): an int8
   embedding cost 1% of grade agreement above (+466 MB at 0.6B). The decode graph's full LM head,
 (H, V), is quantized like the body: at batch 1 it is a quarter of a 0.6B
@@ -39,6 +52,7 @@ from __future__ import annotations
 import logging
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import onnx
@@ -49,8 +63,9 @@ from export.onnx_export import EXTERNAL_DATA_THRESHOLD_BYTES, OUTPUT_NAMES, grap
 
 logger = logging.getLogger(__name__)
 
-# What the MLP down projections become: FP32 (see above), dynamic int8 like the other MatMuls, or
-# MatMulNBits with 8-bit weights whose activations are quantized per block of NBITS_BLOCK, not per tensor.
+# What the MLP down projections become: FP32, dynamic int8 like the other MatMuls (those in `fp32_nodes`
+# excepted: export_artifact's choice), or MatMulNBits with 8-bit weights whose activations are quantized
+# per block of NBITS_BLOCK, not per tensor.
 DOWN_PROJECTIONS = ("fp32", "int8", "nbits8")
 NBITS_BLOCK = 32
 
@@ -61,10 +76,12 @@ def quantize_int8(
     per_channel: bool = True,
     external_data: bool | None = None,
     down: str = "fp32",
+    fp32_nodes: Sequence[str] = (),
 ) -> Path:
     """Quantize an FP32 graph to INT8 weights (label head kept FP32); returns `int8_path`.
 
-    `down`: what the MLP down projections become (`DOWN_PROJECTIONS`). `external_data=None`
+    `down`: what the MLP down projections become (`DOWN_PROJECTIONS`); `fp32_nodes`: MatMuls
+    kept FP32 besides (export/int8_outliers.py picks the outlier down projections). `external_data=None`
     keeps the weights inline unless the FP32 graph's weights exceed `EXTERNAL_DATA_THRESHOLD_BYTES`.
     """
     if down not in DOWN_PROJECTIONS:
@@ -86,17 +103,18 @@ def quantize_int8(
             int8_path,
             weight_type=QuantType.QInt8,
             per_channel=per_channel,
-            nodes_to_exclude=head + (projections if down == "fp32" else []),
+            nodes_to_exclude=head + (projections if down == "fp32" else []) + list(fp32_nodes),
             op_types_to_quantize=["MatMul"],
             use_external_data_format=external_data,
         )
     logger.info(
-        "quantized %s -> %s (int8; head %s fp32, %d down projections %s) in %.1f s",
+        "quantized %s -> %s (int8; head %s fp32, %d down projections %s, fp32 besides: %s) in %.1f s",
         fp32_path.name,
         int8_path,
         head,
         len(projections),
         down,
+        list(fp32_nodes),
         time.perf_counter() - start,
     )
     return int8_path
