@@ -12,6 +12,8 @@
     export-0p6b            export_qwen3_0p6b             export the Qwen3-0.6B architecture: time, size, parity
     export-prefix-speedup  export_prefix_speedup         shared-prefix scoring against full prompts
     export-int8-trained    export_int8_trained           INT8 parity of a trained checkpoint on the dev split
+    fused-graphs-cpu       fused_graphs_cpu              fused graphs against plain ones on CPU, FP32 and INT8
+    int8-recipes           int8_recipes                  which down projections INT8 keeps FP32: grades, speed
     export-decode-choice   export_decode_choice          which exporter writes the decode graph
     gpu                    gpu_bench                     torch eager FP16 against onnxruntime CUDA (GPU host)
     gpu-export-check       gpu_export_check              FP16 graphs on CUDA: parity and latency (GPU host)

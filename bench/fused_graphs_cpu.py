@@ -1,8 +1,8 @@
 """Fused vs plain graphs on CPU, side by side: prefix, score_prefix and score latency, FP32 and INT8.
 
-    PYTHONPATH=$PWD .venv/bin/python bench/fused_graphs_cpu.py [--work /tmp/afrl-fused-bench] [--repeats 15]
+    afrl bench fused-graphs-cpu [--work /tmp/afrl-fused-bench] [--repeats 15] [--int8-down int8]
 
-Model: the random Qwen3-0.6B architecture of loadtest/compare/qwen3_0p6b.py
+Model: the random Qwen3-0.6B architecture of bench/qwen3_0p6b.py
 (hidden 1024, 16 heads, 8 KV heads, head_dim 128, intermediate 3072,
 151,936-row tied embedding, seed 0) but `--layers` layers (4): the per-layer
 work of the 0.6B at a seventh of its export time and memory (the full 0.6B
@@ -43,13 +43,12 @@ import argparse
 import json
 import logging
 import os
-import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+if TYPE_CHECKING:
+    import numpy as np
 
 GRAPHS = ("prefix", "score_prefix", "score")
 VARIANTS = ("fp32", "fp32 fused", "int8", "int8 fused")
@@ -61,10 +60,10 @@ def build_graphs(work: Path, layers: int, int8_down: str) -> dict[str, dict[str,
     import torch
     from transformers import Qwen3Config, Qwen3ForCausalLM
 
+    from bench.qwen3_0p6b import QWEN3_0P6B
     from export.fusion import fuse_graph
     from export.onnx_export import export_graph
     from export.quantize import quantize_int8
-    from loadtest.compare.qwen3_0p6b import QWEN3_0P6B
 
     paths = {
         g: {v: work / v.replace(" ", "_") / g / f"{g}.onnx" for v in VARIANTS} for g in GRAPHS
@@ -95,6 +94,8 @@ def session(path: Path, threads: int):
 
 def inputs(args: argparse.Namespace, layers: int, prefix_session) -> dict[str, dict[str, np.ndarray]]:
     """The feeds of each graph: one request of `documents` documents after a `prefix`-token prefix."""
+    import numpy as np
+
     rng = np.random.default_rng(0)
     b, t, p = args.documents, args.tokens, args.prefix
     prefix_ids = rng.integers(0, 150000, (1, p))
@@ -119,6 +120,8 @@ def inputs(args: argparse.Namespace, layers: int, prefix_session) -> dict[str, d
 
 
 def measure(graph: str, files: dict[str, Path], feeds: dict[str, np.ndarray], args: argparse.Namespace) -> dict:
+    import numpy as np
+
     sessions = {v: session(files[v], args.threads) for v in VARIANTS}
     first = "present.0.key" if graph == "prefix" else "label_logits"
     outputs = {v: s.run([first], feeds)[0] for v, s in sessions.items()}  # warm-up, and the parity figures
@@ -147,15 +150,12 @@ def measure(graph: str, files: dict[str, Path], feeds: dict[str, np.ndarray], ar
         parity["int8_fused_vs_int8_argmax_agreement"] = float(agree.mean())
     result["parity"] = parity
     for plain, fused in (("fp32", "fp32 fused"), ("int8", "int8 fused")):
-        result[f"{fused} speedup (median)"] = round(
-            result["variants"][plain]["median_ms"] / result["variants"][fused]["median_ms"], 2
-        )
+        result[f"{fused} speedup (median)"] = round(float(np.median(times[plain]) / np.median(times[fused])), 2)
     del sessions
     return result
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--work", type=Path, default=Path("/tmp/afrl-fused-bench"))
     p.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "fused_graphs_cpu.json")
     p.add_argument("--layers", type=int, default=4)
@@ -165,12 +165,14 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=15)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--int8-down", default="int8", choices=["fp32", "int8", "nbits8"])
-    args = p.parse_args()
+
+
+def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
 
     import onnxruntime
 
-    from loadtest.compare.qwen3_0p6b import QWEN3_0P6B
+    from bench.qwen3_0p6b import QWEN3_0P6B
 
     paths = build_graphs(args.work / f"layers{args.layers}-{args.int8_down}", args.layers, args.int8_down)
     feeds = inputs(args, args.layers, session(paths["prefix"]["fp32"], args.threads))
@@ -196,7 +198,4 @@ def main() -> None:
             print(f"{graph:<14}{variant:<12}{v['median_ms']:>10.1f}{v['min_ms']:>9.1f}{v['load_1min']:>7.2f}")
         print(f"{'':<14}parity {r['parity']}")
     print(f"wrote {args.out}")
-
-
-if __name__ == "__main__":
-    main()
+    return 0

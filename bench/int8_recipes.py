@@ -1,6 +1,6 @@
 """Which MLP down projections stay FP32 in INT8 graphs: grade agreement on a trained model, speed at 0.6B width.
 
-    PYTHONPATH=$PWD .venv/bin/python bench/int8_recipes.py CHECKPOINT [--pairs 400] [--speed-graph PATH]
+    afrl bench int8-recipes CHECKPOINT [--pairs 400] [--speed-graph PATH] [--skip-speed]
 
 CHECKPOINT: a trained checkpoint (`afrl train pipeline --preset default
 --out DIR` writes DIR/afrl-default-tiny-qwen3). Its fused FP32 score,
@@ -21,7 +21,7 @@ shared-prefix path serving uses (prefix + score_prefix), from
 `export.validate` / `export.validate_cache` (figures only, no gate).
 
 Speed: each recipe applied to `--speed-graph` (default: the fused FP32
-score_prefix graph of bench/fused_graphs_cpu.py's work folder, the 0.6B
+score_prefix graph of `afrl bench fused-graphs-cpu`'s work folder, the 0.6B
 width with 4 layers, random weights, hence no outlier layer of its own:
 `outliers` keeps as many down projections FP32 as it kept on the trained
 model, the first ones), timed round-robin at 10 documents x 60 tokens
@@ -36,13 +36,8 @@ import argparse
 import json
 import logging
 import os
-import sys
 import time
 from pathlib import Path
-
-import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 DEFAULT_SPEED_GRAPH = Path("/tmp/afrl-fused-bench/layers4-int8/fp32_fused/score_prefix/score_prefix.onnx")
 
@@ -105,6 +100,7 @@ def agreement(args: argparse.Namespace, recipes: list[str]) -> dict:
 
 def speed(args: argparse.Namespace, recipes: list[str], kept: int) -> dict:
     """Median ms per recipe; `outliers` keeps the first `kept` down projections FP32 (as on the trained model)."""
+    import numpy as np
     import onnx
     import onnxruntime as ort
 
@@ -161,23 +157,26 @@ def speed(args: argparse.Namespace, recipes: list[str], kept: int) -> dict:
     }
 
 
-def main() -> None:
-    from export.quantize import DOWN_PROJECTIONS
+RECIPES = ("fp32", "int8", "nbits8", "outliers")  # export.quantize.DOWN_PROJECTIONS and export's default
 
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("checkpoint")
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("checkpoint", help="a trained checkpoint folder")
     p.add_argument("--pairs", type=int, default=400)
     p.add_argument("--world-seed", type=int, default=0)
-    choices = [*DOWN_PROJECTIONS, "outliers"]
-    p.add_argument("--recipes", nargs="+", default=choices, choices=choices)
+    p.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=RECIPES)
     p.add_argument("--speed-graph", type=Path, default=DEFAULT_SPEED_GRAPH)
     p.add_argument("--repeats", type=int, default=9)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--work", type=Path, default=Path("/tmp/afrl-int8-recipes"))
     p.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "int8_recipes.json")
-    p.add_argument("--skip-speed", action="store_true")
-    args = p.parse_args()
+    p.add_argument("--skip-speed", action="store_true", help="grade agreement only")
+
+
+def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    if not args.skip_speed and not args.speed_graph.is_file():
+        raise SystemExit(f"{args.speed_graph}: no such graph; run `afrl bench fused-graphs-cpu` first, or --skip-speed")
 
     results = {"checkpoint": str(args.checkpoint), "pairs": args.pairs, "agreement": agreement(args, args.recipes)}
     if not args.skip_speed:
@@ -200,7 +199,4 @@ def main() -> None:
             + f"{timing.get('median_ms', float('nan')):>11.1f}{timing.get('load_1min', float('nan')):>7.2f}"
         )
     print(f"wrote {args.out}")
-
-
-if __name__ == "__main__":
-    main()
+    return 0

@@ -53,6 +53,14 @@ BENCHMARKS = {
         "bench.export_int8_trained",
         "INT8 export of a trained checkpoint, parity on the dev split",
     ),
+    "fused-graphs-cpu": (
+        "bench.fused_graphs_cpu",
+        "fused graphs (norm, rotary, attention contrib ops) against plain ones on CPU, FP32 and INT8, 0.6B width",
+    ),
+    "int8-recipes": (
+        "bench.int8_recipes",
+        "which MLP down projections stay FP32 in INT8: grade agreement on a trained model, speed at 0.6B width",
+    ),
     "export-decode-choice": (
         "bench.export_decode_choice",
         "decode graph by our wrapper, optimum-onnx and onnxruntime-genai: export time, size, step time",

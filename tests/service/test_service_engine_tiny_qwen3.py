@@ -34,13 +34,29 @@ MAX_NEW_TOKENS = 6
 
 
 @pytest.fixture(scope="module")
-def qwen3_artifact(tmp_path_factory) -> Path:
+def qwen3_checkpoint(tmp_path_factory) -> Path:
     from bench.qwen3_0p6b import TINY, make_checkpoint
+
+    return make_checkpoint(tmp_path_factory.mktemp("engine-qwen3") / "checkpoint", TINY)
+
+
+@pytest.fixture(scope="module")
+def qwen3_artifact(qwen3_checkpoint) -> Path:
+    """Export's default: fused graphs (export/fusion.py), GroupQueryAttention taking the graph's mask."""
     from export.artifact import export_artifact
 
-    folder = tmp_path_factory.mktemp("engine-qwen3")
-    out = folder / "artifact"
-    export_artifact(make_checkpoint(folder / "checkpoint", TINY), out, dtype="fp32")
+    out = qwen3_checkpoint.parent / "artifact"
+    export_artifact(qwen3_checkpoint, out, dtype="fp32")
+    return out
+
+
+@pytest.fixture(scope="module")
+def qwen3_plain_artifact(qwen3_checkpoint) -> Path:
+    """The same checkpoint without fusion (afrl export --no-fuse): attention as plain ops over the mask."""
+    from export.artifact import export_artifact
+
+    out = qwen3_checkpoint.parent / "plain-artifact"
+    export_artifact(qwen3_checkpoint, out, dtype="fp32", fuse=False)
     return out
 
 
@@ -63,12 +79,15 @@ def outcome(o) -> tuple[np.ndarray, dict[int, str]]:
     return np.asarray([r.probs for r in o.results]), o.explanations
 
 
-def test_shared_work_gives_every_request_what_it_gets_alone(qwen3_artifact):
+def alone_and_shared(alone_artifact: Path, shared_artifact: Path):
+    """Every request alone with the shared work off on `alone_artifact`; then on `shared_artifact`, the
+    first two alone with the guideline cache, and all of them queued behind one gated pass."""
+
     async def main():
-        before = engine_for(qwen3_artifact, cross_request_batching=False, guideline_cache=False)
+        before = engine_for(alone_artifact, cross_request_batching=False, guideline_cache=False)
         alone = [outcome(await before.score(q, docs, explain=EXPLAIN)) for q, docs in requests()]
         before.close()
-        after = engine_for(qwen3_artifact, gated=True)
+        after = engine_for(shared_artifact, gated=True)
         backend = after.model.backend
         assert after.scheduler.guideline_length > 100, "the 188-token guideline is cached"
         await asyncio.to_thread(after.warmup)
@@ -84,7 +103,10 @@ def test_shared_work_gives_every_request_what_it_gets_alone(qwen3_artifact):
         after.close()
         return alone, single, together, calls
 
-    alone, single, together, calls = asyncio.run(main())
+    return asyncio.run(main())
+
+
+def check_alone_and_shared(alone, single, together, calls) -> None:
     for (want_probs, want_text), (probs, text) in zip(alone[:2], single, strict=True):
         np.testing.assert_allclose(probs, want_probs, atol=1e-5)  # the guideline cache alone
         assert text == want_text
@@ -95,3 +117,17 @@ def test_shared_work_gives_every_request_what_it_gets_alone(qwen3_artifact):
     assert max(shapes[0][0] for m, shapes in calls if m == "score_prefix") > most, "requests shared a score pass"
     assert max(shapes[0][0] for m, shapes in calls if m == "extend") > 1, "queries were extended together"
     assert max(shapes[0][0] for m, shapes in calls if m == "decode") > EXPLAIN, "streams decoded together"
+
+
+@pytest.mark.parametrize("alone_on", ["fused", "plain"])
+def test_shared_work_gives_every_request_what_it_gets_alone(qwen3_artifact, qwen3_plain_artifact, alone_on):
+    """On the fused graphs; "plain": against each request alone on the unfused graphs, so fused
+    attention honours the guideline's extension, a shared past's holes and a decode batch's left
+    padding exactly as the plain attention over the mask does."""
+    from afrl.manifest import load_manifest
+
+    fused = load_manifest(qwen3_artifact).fusions
+    assert all(fused[g]["GroupQueryAttention"] > 0 for g in ("score", "score_prefix", "decode")), fused
+    assert not load_manifest(qwen3_plain_artifact).fusions
+    alone = qwen3_artifact if alone_on == "fused" else qwen3_plain_artifact
+    check_alone_and_shared(*alone_and_shared(alone, qwen3_artifact))
