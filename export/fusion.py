@@ -42,8 +42,10 @@ meant for CUDA (the FP16 artifacts) is fused with `attention=False`: the
 norms and rotary, which have CUDA kernels, and the plain attention. A fused
 attention for CUDA (MultiHeadAttention with the KV heads repeated, or ONNX's
 Attention-23) is for a session with a GPU to measure
-(`afrl bench gpu-export-check`); none was lent to this change. An FP32 or INT8
-artifact on a CUDA provider is not what they are for and was not measured.
+(`afrl bench gpu-export-check`); none was lent to this change. A fused FP32 or
+INT8 artifact would fail on CUDA when it runs, so serving keeps it off CUDA
+(service/providers.py: on the CPU under AFRL_PROVIDERS=auto, refused with
+CUDA named); `afrl export --no-fuse` makes one that runs there.
 
 Measured (bench/fused_graphs_cpu.py -> bench/results/fused_graphs_cpu.json;
 the Qwen3-0.6B width with 4 layers, random weights, onnxruntime 1.32 CPU,

@@ -18,7 +18,7 @@ from afrl.paths import default_model_dir
 from afrl.prompt import PromptEncoder
 from afrl.recipe import Recipe, read_recipe
 from service.backend import Backend, OnnxBackend
-from service.providers import available_providers, resolve_providers
+from service.providers import available_providers, cuda_blocker, resolve_providers
 from service.settings import ServiceSettings
 
 logger = logging.getLogger(__name__)
@@ -45,9 +45,14 @@ class LoadedModel:
 
 
 def onnx_backend_factory(folder: Path, manifest: Manifest, settings: ServiceSettings) -> Backend:
-    """The production backend: onnxruntime over the manifest's graphs, on the providers asked for."""
+    """The production backend: onnxruntime over the manifest's graphs, on the providers asked for
+    (the CPU under 'auto' when the graphs' fused attention cannot run on CUDA, see service/providers.py)."""
     plan = resolve_providers(
-        settings.provider_list, available_providers(), settings.cuda_device_id, settings.cuda_graphs
+        settings.provider_list,
+        available_providers(),
+        settings.cuda_device_id,
+        settings.cuda_graphs,
+        cuda_blocked=cuda_blocker(manifest),
     )
     return OnnxBackend(
         folder, manifest, plan, intra_op_threads=settings.intra_op_threads, shared_prefix=settings.shared_prefix

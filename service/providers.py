@@ -7,6 +7,15 @@ Pure functions over the list onnxruntime reports, so the choice is tested
 without a GPU. Falling back silently from a GPU to the CPU would hide a
 broken deployment, so an explicitly named provider that is missing stops
 the load.
+
+Fused FP32 and INT8 graphs (export/fusion.py) run attention as
+GroupQueryAttention with the graph's mask as `attention_bias`, which
+onnxruntime's CUDA kernel refuses when the graph runs, not when it loads
+(contrib_ops/cuda/bert/group_query_attention.cc). `cuda_blocker(manifest)`
+names such graphs (from `manifest.fusions`); given that reason,
+`resolve_providers` serves 'auto' on the CPU, with one log line, and refuses
+a list that puts CUDA before the CPU. FP16 artifacts, fused without the
+attention, are not affected.
 """
 
 from __future__ import annotations
@@ -15,13 +24,15 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from afrl.manifest import ArtifactError
+from afrl.manifest import ArtifactError, Manifest
 
 logger = logging.getLogger(__name__)
 
 AUTO = "auto"
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
+BIASED_ATTENTION = "GroupQueryAttention"  # export/fusion.py's fused attention: always with attention_bias
+NO_FUSE_HINT = "`afrl export --no-fuse` makes a CUDA-capable artifact"
 
 
 @dataclass(frozen=True)
@@ -40,13 +51,34 @@ class ProviderPlan:
         return self.device == "cuda"
 
 
+def cuda_blocker(manifest: Manifest) -> str | None:
+    """Why this artifact cannot run on CUDA, or None: its graphs with a fused attention that needs a bias."""
+    graphs = [name for name, counts in manifest.fusions.items() if counts.get(BIASED_ATTENTION, 0) > 0]
+    if not graphs:
+        return None
+    return (
+        f"the {', '.join(graphs)} graph(s) fuse attention as {BIASED_ATTENTION} with the mask as attention_bias, "
+        "which onnxruntime's CUDA kernel refuses"
+    )
+
+
 def resolve_providers(
-    requested: list[str], available: list[str], cuda_device_id: int = 0, cuda_graphs: bool = False
+    requested: list[str],
+    available: list[str],
+    cuda_device_id: int = 0,
+    cuda_graphs: bool = False,
+    cuda_blocked: str | None = None,
 ) -> ProviderPlan:
-    """`requested` (AFRL_PROVIDERS split on commas) against what this onnxruntime build offers."""
+    """`requested` (AFRL_PROVIDERS split on commas) against what this onnxruntime build offers.
+
+    `cuda_blocked`: why the artifact cannot run on CUDA (`cuda_blocker`); 'auto' then picks the CPU.
+    """
     explicit = [p.lower() for p in requested] != [AUTO]
     if not explicit:
         chosen = [CUDA, CPU] if CUDA in available else [CPU]
+        if cuda_blocked is not None and CUDA in chosen:
+            logger.warning("serving on the CPU although CUDA is available: %s; %s", cuda_blocked, NO_FUSE_HINT)
+            chosen = [CPU]
     else:
         if any(p.lower() == AUTO for p in requested):
             raise ArtifactError(f"AFRL_PROVIDERS={','.join(requested)}: 'auto' cannot be combined with names")
@@ -57,11 +89,17 @@ def resolve_providers(
                 f"(available: {available}); set AFRL_PROVIDERS (or 'auto')"
             )
         chosen = list(dict.fromkeys(requested))
+        if cuda_blocked is not None and _cuda_first(chosen):
+            raise ArtifactError(
+                f"AFRL_PROVIDERS={','.join(requested)} runs this artifact on CUDA, but {cuda_blocked}; "
+                f"{NO_FUSE_HINT} (or set AFRL_PROVIDERS=auto or {CPU})"
+            )
     on_gpu = chosen[0] == CUDA
     if cuda_graphs and not on_gpu:
+        why = f"{cuda_blocked}; {NO_FUSE_HINT}" if cuda_blocked is not None else "install onnxruntime-gpu"
         raise ArtifactError(
             f"AFRL_CUDA_GRAPHS needs CUDAExecutionProvider first, the providers are {chosen}; "
-            "install onnxruntime-gpu or unset AFRL_CUDA_GRAPHS"
+            f"{why} or unset AFRL_CUDA_GRAPHS"
         )
     options = [_options(p, cuda_device_id) for p in chosen]
     return ProviderPlan(
@@ -72,6 +110,11 @@ def resolve_providers(
         cuda_graphs=cuda_graphs,
         explicit=explicit,
     )
+
+
+def _cuda_first(providers: list[str]) -> bool:
+    """Whether CUDA would get the graph's nodes: onnxruntime hands each node to the first provider with a kernel."""
+    return CUDA in providers and (CPU not in providers or providers.index(CUDA) < providers.index(CPU))
 
 
 def _options(provider: str, cuda_device_id: int) -> dict[str, Any]:

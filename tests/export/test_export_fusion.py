@@ -151,6 +151,15 @@ def test_service_grades_a_fused_artifact_like_an_unfused_one(fp32_artifact, fp32
     np.testing.assert_allclose([r.probs for r in fused], [r.probs for r in plain], rtol=0, atol=1e-5)
 
 
+def test_only_artifacts_with_fused_attention_are_kept_off_cuda(fp32_artifact, fp32_plain_artifact, fp16_artifact):
+    """What export writes in `manifest.fusions` is what serving's CUDA check reads (service/providers.py)."""
+    from service.providers import cuda_blocker
+
+    assert "GroupQueryAttention" in (cuda_blocker(load_manifest(fp32_artifact)) or "")
+    assert cuda_blocker(load_manifest(fp32_plain_artifact)) is None  # afrl export --no-fuse
+    assert cuda_blocker(load_manifest(fp16_artifact)) is None  # fused norms and rotary, plain attention
+
+
 def test_fusion_refuses_a_graph_whose_contract_it_would_change(fp32_plain_artifact, tmp_path, monkeypatch):
     import export.fusion as fusion
 

@@ -57,6 +57,55 @@ def test_provider_choice():
         resolve_providers(["auto", CPU], [CPU])
 
 
+def test_an_artifact_cuda_cannot_run_is_served_on_the_cpu_under_auto_and_refused_on_cuda(artifact_dir, caplog):
+    from service.providers import cuda_blocker
+
+    why = "the score graph(s) fuse attention as GroupQueryAttention ..."
+    auto = resolve_providers(["auto"], [CUDA, CPU], cuda_blocked=why)
+    assert auto.providers == [CPU] and not auto.on_gpu
+    warned = [r.getMessage() for r in caplog.records if "serving on the CPU" in r.getMessage()]
+    assert len(warned) == 1 and why in warned[0] and "afrl export --no-fuse" in warned[0]
+    assert resolve_providers(["auto"], [CPU], cuda_blocked=why).providers == [CPU]
+    for requested in ([CUDA], [CUDA, CPU]):
+        with pytest.raises(ArtifactError, match=r"runs this artifact on CUDA, but the score graph.*--no-fuse"):
+            resolve_providers(requested, [CUDA, CPU], cuda_blocked=why)
+    cpu_first = resolve_providers([CPU, CUDA], [CUDA, CPU], cuda_blocked=why)
+    assert cpu_first.providers == [CPU, CUDA] and not cpu_first.on_gpu  # the CPU takes every node
+    with pytest.raises(ArtifactError, match="CUDA_GRAPHS.*--no-fuse"):
+        resolve_providers(["auto"], [CUDA, CPU], cuda_graphs=True, cuda_blocked=why)
+
+    manifest = load_manifest(artifact_dir)
+    fused = {"score": {"GroupQueryAttention": 2, "RotaryEmbedding": 4}, "decode": {"GroupQueryAttention": 2}}
+    assert "score, decode graph(s)" in (cuda_blocker(manifest.model_copy(update={"fusions": fused})) or "")
+    # FP16 artifacts: norms and rotary fused, attention plain (GroupQueryAttention 0); unfused: no fusions.
+    for fusions in ({"score": {"GroupQueryAttention": 0, "RotaryEmbedding": 4}}, {}):
+        assert cuda_blocker(manifest.model_copy(update={"fusions": fusions})) is None
+
+
+@pytest.mark.parametrize("gqa", [2, 0])
+def test_the_loader_keeps_a_fused_attention_artifact_off_cuda(prefix_artifact_dir, monkeypatch, caplog, gqa):
+    """Through onnx_backend_factory, as if onnxruntime-gpu were installed; gqa=0 is an FP16 artifact's fusions."""
+    import service.artifact_loader as loader
+    from service.settings import ServiceSettings
+
+    monkeypatch.setattr(loader, "available_providers", lambda: [CUDA, CPU])
+    fusions = {g: {"GroupQueryAttention": gqa, "RotaryEmbedding": 4} for g in ("score", "score_prefix", "decode")}
+    manifest = load_manifest(prefix_artifact_dir).model_copy(update={"fusions": fusions})
+    auto = ServiceSettings(model=prefix_artifact_dir, intra_op_threads=1)
+    cuda = ServiceSettings(model=prefix_artifact_dir, intra_op_threads=1, providers=CUDA)
+    if gqa:
+        backend = loader.onnx_backend_factory(prefix_artifact_dir, manifest, auto)
+        assert isinstance(backend, OnnxBackend) and backend.providers == [CPU]
+        assert "serving on the CPU although CUDA is available" in caplog.text and "did not start" not in caplog.text
+        with pytest.raises(ArtifactError, match=r"^AFRL_PROVIDERS=CUDAExecutionProvider runs this artifact on CUDA"):
+            loader.onnx_backend_factory(prefix_artifact_dir, manifest, cuda)
+    else:  # CUDA is tried (this CPU-only onnxruntime then falls back, as for any artifact)
+        loader.onnx_backend_factory(prefix_artifact_dir, manifest, auto)
+        assert "CUDAExecutionProvider did not start" in caplog.text and "although CUDA" not in caplog.text
+        with pytest.raises(ArtifactError, match="CUDAExecutionProvider did not start"):
+            loader.onnx_backend_factory(prefix_artifact_dir, manifest, cuda)
+
+
 def test_pip_installed_cuda_libraries_are_preloaded_only_with_onnxruntime_gpu(monkeypatch):
     import sys
     import types
