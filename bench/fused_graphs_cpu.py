@@ -10,9 +10,9 @@ export needs ~12 GB).
 
 Graphs: each exported once (`export/onnx_export.py`), then fused
 (`export/fusion.py`), and both quantized (`export/quantize.py`, down
-projections `--int8-down`: `int8`, what export's outlier rule keeps of a
-random model's, i.e. none; bench/int8_recipes.py measures the recipes on a
-trained one), so the four variants of a graph differ only in fusion and
+projections `--int8-down`: `int8`, none kept FP32; how many export keeps
+is measured per model, export/int8_outliers.py, and bench/int8_recipes.py
+measures the recipes on a trained one), so the four variants of a graph differ only in fusion and
 dtype. Work files are kept in `--work/layers<L>-<int8-down>` and reused by
 later runs.
 

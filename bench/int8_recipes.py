@@ -11,8 +11,9 @@ weights):
     fp32      down projections FP32 (the previous default)
     int8      down projections int8 too
     nbits8    down projections MatMulNBits, 8-bit weights, activations int8 per block of 32
-    outliers  the down projections whose input range is an outlier FP32, the rest int8
-              (export/int8_outliers.py, calibrated on export.artifact.SAMPLE_PAIRS: export's default)
+    outliers  export's default: as few down projections FP32 as the agreement with FP32 on
+              export.artifact.SAMPLE_PAIRS needs, widest input range first (export/int8_outliers.py's
+              ladder, gated as export gates INT8), the rest int8
 
 Agreement: on the first `--pairs` (query, document) pairs of the world's dev
 split (seed `--world-seed`, the pipeline's world), grade agreement and
@@ -51,7 +52,7 @@ def agreement(args: argparse.Namespace, recipes: list[str]) -> dict:
     from export.int8_outliers import OutlierChoice
     from export.onnx_export import export_graph
     from export.quantize import quantize_int8
-    from export.validate import Tolerance, reference_label_logits, validate_score_graph
+    from export.validate import TOLERANCES, Tolerance, reference_label_logits, validate_score_graph
     from export.validate_cache import validate_cache_graphs
     from training.world import build_world
 
@@ -71,14 +72,15 @@ def agreement(args: argparse.Namespace, recipes: list[str]) -> dict:
             plain = export_graph(name, ckpt.model, ckpt.labels.token_ids, work / "plain" / f"{name}.onnx")
             fuse_graph(plain, fused[name], max_positions=int(ckpt.model.config.max_position_embeddings))
     calibration = [prefix + doc for prefix, docs in query_groups(encoder, SAMPLE_PAIRS) for doc in docs]
+    gate = TOLERANCES["int8"].min_grade_agreement or 1.0
     results = {}
     for recipe in ["fp32 graph", *recipes]:
         if recipe == "fp32 graph":
             paths = fused
         elif recipe == "outliers":
-            choice = OutlierChoice(calibration, pad)
+            choice = OutlierChoice(calibration, pad, gate, ckpt.labels.values)
             paths = {
-                n: quantize_int8(p, work / "int8_outliers" / p.name, down="int8", fp32_nodes=choice.fp32_nodes(p, n))
+                n: choice.quantize(p, work / "int8_outliers" / p.name, n)
                 for n, p in fused.items()  # score first: the choice is calibrated on it
             }
         else:

@@ -9,14 +9,15 @@ Kept in FP32:
 
 - the label head MatMul, (H, K) with K ~ 5: it costs nothing, and it is the
   layer that decides the grade;
-- the MLP down projections whose input range is an outlier
-  (`fp32_nodes`, chosen by export/int8_outliers.py on a dozen calibration
-  prompts; export_artifact's default). Their input, act(gate) * up, carries
-  the outlier activations that a per-tensor int8 scale crushes, but not in
-  every layer alike. Measured on the trained default model (hidden 128, 4
-  layers), 400 dev pairs, grade agreement with torch / expected-grade MAE
-  (score graph; the first rows unfused, the last three fused graphs,
-  bench/int8_recipes.py):
+- as few MLP down projections as the measured agreement with FP32 needs
+  (`fp32_nodes`, chosen by export/int8_outliers.py's ladder on the
+  calibration prompts; export_artifact's default: on the trained default
+  model one of its two, the widest input range). Their input, act(gate) *
+  up, carries the outlier activations that a per-tensor int8 scale crushes,
+  but not in every layer alike. Recipes measured on the previous default
+  model (hidden 128, 4 layers), 400 dev pairs, grade agreement with torch /
+  expected-grade MAE (score graph; the first rows unfused, the last three
+  fused graphs, bench/int8_recipes.py):
 
       MatMuls + Gather int8, per tensor (the first version)   0.965 / 0.020
       per channel                                             0.968 / 0.019
@@ -25,16 +26,17 @@ Kept in FP32:
       per channel, + Gather, down projections FP32            0.988 / 0.007
       per channel, attention projections FP32 instead         0.965 / 0.017
       fused, down projections MatMulNBits (`down="nbits8"`)   0.995 / 0.007
-      fused, the outlier down projection FP32 (1 of 4)        0.993 / 0.010
+      fused, layer 0's down projection FP32 (1 of 4)          0.993 / 0.010
       fused, all down projections FP32 (`down="fp32"`)        0.998 / 0.007
 
-  Keeping all of them FP32 (the previous default) cost a fifth of a 0.6B
-  body's weights (+264 MB) and speed: INT8 score_prefix at the 0.6B width
-  (4 layers, 10 documents x 60 tokens after 170, 2 threads, load 1.6,
-  bench/results/int8_recipes.json) 158 ms with all down projections FP32,
-  137 ms with 1 of 4 (the outlier rule's count on the default model),
-  130 ms with none, 154 ms with MatMulNBits (no AVX-VNNI on this CPU);
-  the FP32 graph 258 ms;
+  (What the ladder picks on this model and on today's default, with their dev
+  figures: export/int8_outliers.py; today's recipes: bench/results/int8_recipes.json.)
+  Keeping all of them FP32 (an earlier default)
+  costs a fifth of a 0.6B body's weights (+264 MB) and speed: INT8 score_prefix at
+  the 0.6B width (4 layers, 10 documents x 60 tokens after 170, 2 threads, load 1.6,
+  measured before this change's ladder) 158 ms with all down projections FP32,
+  137 ms with 1 of 4, 130 ms with none, 154 ms with MatMulNBits (no AVX-VNNI on
+  this CPU); the FP32 graph 258 ms;
 - the embedding table (`Gather`, not quantized: `MatMul` only): an int8
   embedding cost 1% of grade agreement above (+466 MB at 0.6B). The decode graph's full LM head,
 (H, V), is quantized like the body: at batch 1 it is a quarter of a 0.6B
@@ -81,7 +83,7 @@ def quantize_int8(
     """Quantize an FP32 graph to INT8 weights (label head kept FP32); returns `int8_path`.
 
     `down`: what the MLP down projections become (`DOWN_PROJECTIONS`); `fp32_nodes`: MatMuls
-    kept FP32 besides (export/int8_outliers.py picks the outlier down projections). `external_data=None`
+    kept FP32 besides (export/int8_outliers.py picks down projections by measured agreement). `external_data=None`
     keeps the weights inline unless the FP32 graph's weights exceed `EXTERNAL_DATA_THRESHOLD_BYTES`.
     """
     if down not in DOWN_PROJECTIONS:

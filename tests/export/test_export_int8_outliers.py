@@ -1,4 +1,4 @@
-"""INT8's default: the MLP down projections with an outlier input range stay FP32, the others go int8."""
+"""INT8's default: as few MLP down projections FP32 as the measured agreement with FP32 needs, widest input first."""
 
 from __future__ import annotations
 
@@ -16,22 +16,25 @@ from transformers import Qwen3ForCausalLM
 
 from afrl.manifest import load_manifest
 from export.artifact import export_artifact
-from export.int8_outliers import OutlierChoice, down_input_ranges, outlier_projections
+from export.int8_outliers import MAX_MAE_RATIO, OutlierChoice, down_input_ranges, ladder_counts
 from export.quantize import mlp_down_nodes
 from export.validate import Tolerance
 
-SCALE = 40.0  # layer 0's up projection x SCALE, its down projection / SCALE: the same function, a loud input
+# Layer 0's first MLP channel: up projection x SCALE, down projection / SCALE. The same function, but
+# one outlier channel sets the per-tensor int8 scale of the down projection's input and crushes the rest.
+# (Scaling every channel alike would not: the scale, and so the error, would scale with them.)
+SCALE = 100.0
 
 
 @pytest.fixture(scope="module")
 def outlier_checkpoint(qwen3_checkpoint, tmp_path_factory) -> Path:
-    """The tests' tiny Qwen3 (tokenizer, afrl.json and all) with layer 0's MLP input made loud."""
+    """The tests' tiny Qwen3 (tokenizer, afrl.json and all) with an outlier channel in layer 0's MLP."""
     folder = tmp_path_factory.mktemp("qwen3") / "outlier"
     shutil.copytree(qwen3_checkpoint, folder)
     model = Qwen3ForCausalLM.from_pretrained(qwen3_checkpoint).eval()
     with torch.no_grad():
-        model.model.layers[0].mlp.up_proj.weight.mul_(SCALE)
-        model.model.layers[0].mlp.down_proj.weight.div_(SCALE)
+        model.model.layers[0].mlp.up_proj.weight[0].mul_(SCALE)
+        model.model.layers[0].mlp.down_proj.weight[:, 0].div_(SCALE)
     model.save_pretrained(folder)
     return folder
 
@@ -55,15 +58,22 @@ def op_counts(path: Path) -> collections.Counter:
     return collections.Counter(n.op_type for n in onnx.load(path, load_external_data=False).graph.node)
 
 
-def test_outlier_rule():
-    assert outlier_projections({"a": 10.0, "b": 1.0, "c": 1.2, "d": 0.9}) == {"a"}
-    assert outlier_projections({"a": 1.4, "b": 1.0, "c": 1.0}) == frozenset()  # 1.4 x the median: not an outlier
-    assert outlier_projections({"a": 2.0, "b": 2.0}) == frozenset() and outlier_projections({}) == frozenset()
+def test_ladder_rungs_are_few_whatever_the_depth():
+    assert ladder_counts(0) == [0] and ladder_counts(1) == [0, 1] and ladder_counts(2) == [0, 1, 2]
+    assert ladder_counts(4) == [0, 1, 2, 4] and ladder_counts(28) == [0, 1, 7, 28]
+    assert all(len(ladder_counts(n)) <= 4 for n in range(100))
 
 
 def test_the_loud_layer_alone_stays_fp32_in_every_graph(outlier_artifact, outlier_checkpoint):
     manifest = load_manifest(outlier_artifact)
     assert manifest.parity["int8.fp32_down_projections"] == 1 and manifest.parity["int8.down_projections"] == 2
+    # Measured, not ruled: all int8 is further from FP32 than MAX_MAE_RATIO x all-FP32, layer 0 alone is not.
+    mae = {k: manifest.parity[f"int8.calibration_expected_grade_mae.fp32_{k}"] for k in (0, 1, 2)}
+    assert mae[0] > MAX_MAE_RATIO * mae[2] >= mae[1], mae
+    assert manifest.parity["int8.calibration_expected_grade_mae"] == mae[1]
+    assert manifest.parity["int8.calibration_agreement"] >= 0.5  # the fixture's gate
+    assert "int8.fp32_down_projection.layer0" in manifest.parity
+    assert "int8.fp32_down_projection.layer1" not in manifest.parity
     want = Qwen3ForCausalLM.from_pretrained(outlier_checkpoint).model.layers[0].mlp.down_proj.weight.detach()
     for graph, integer in (("score", 2 * 7 - 1), ("score_prefix", 2 * 7 - 1), ("prefix", 7 - 1 + 2)):
         path = outlier_artifact / manifest.graphs[graph].file
@@ -92,9 +102,32 @@ def test_calibration_ranges_name_each_layer_by_its_weights(fp32_artifact):
     ranges = down_input_ranges(fp32_artifact / "score.onnx", sequences, 151643)
     model = onnx.load(fp32_artifact / "score.onnx", load_external_data=False)
     assert len(ranges) == len(mlp_down_nodes(model)) == 2 and all(r > 0 for r in ranges.values())
-    choice = OutlierChoice(sequences, 151643)
-    with pytest.raises(ValueError, match="calibrate on the score graph"):
-        choice.fp32_nodes(fp32_artifact / "score_prefix.onnx", "score_prefix")
-    assert choice.fp32_nodes(fp32_artifact / "score.onnx", "score") == []  # a random model: no outlier
-    assert choice.figures() == {"int8.fp32_down_projections": 0.0, "int8.down_projections": 2.0}
     assert not [p.name for p in fp32_artifact.iterdir() if p.name.startswith(".")]  # no probe graph left behind
+
+
+@pytest.mark.parametrize(
+    ("gate", "mae_ratio", "measured", "kept"),
+    [
+        (1.01, None, [0, 1, 2], 2),  # unreachable: every rung, fewest first, then all of them FP32
+        (0.0, None, [0], 0),  # the first rung passes: one quantization
+        (0.0, 1e9, [2, 0], 0),  # all FP32 measured first, the MAE condition's yardstick
+    ],
+)
+def test_the_ladder_climbs_until_a_candidate_passes(fp32_artifact, tmp_path, caplog, gate, mae_ratio, measured, kept):
+    _, _, sequences = load(fp32_artifact)
+    choice = OutlierChoice(sequences, 151643, min_grade_agreement=gate, max_mae_ratio=mae_ratio)
+    with pytest.raises(ValueError, match="calibrate on the score graph"):
+        choice.quantize(fp32_artifact / "score_prefix.onnx", tmp_path / "score_prefix.onnx", "score_prefix")
+    score = choice.quantize(fp32_artifact / "score.onnx", tmp_path / "score.onnx", "score")
+    assert list(choice.measured) == measured and len(choice.keep or ()) == kept
+    assert ("no INT8 candidate reached" in caplog.text) == (gate > 1)
+    assert op_counts(score)["MatMulInteger"] == 2 * 7 - kept  # q k v o gate up down per layer (head FP32)
+    assert [p.name for p in tmp_path.iterdir()] == ["score.onnx"]  # the chosen candidate moved, the ladder gone
+    figures = choice.figures()
+    assert figures["int8.fp32_down_projections"] == kept and figures["int8.calibration_prompts"] == len(sequences)
+    assert sorted(k for k in figures if k.startswith("int8.calibration_agreement.")) == [
+        f"int8.calibration_agreement.fp32_{k}" for k in sorted(measured)
+    ]
+    assert len([k for k in figures if k.startswith("int8.fp32_down_projection.layer")]) == kept
+    prefix = choice.quantize(fp32_artifact / "score_prefix.onnx", tmp_path / "sp" / "score_prefix.onnx", "score_prefix")
+    assert op_counts(prefix)["MatMulInteger"] == 2 * 7 - kept  # the same projections FP32
