@@ -47,14 +47,17 @@ INT8 artifact would fail on CUDA when it runs, so serving keeps it off CUDA
 (service/providers.py: on the CPU under AFRL_PROVIDERS=auto, refused with
 CUDA named); `afrl export --no-fuse` makes one that runs there.
 
-Measured (bench/fused_graphs_cpu.py -> bench/results/fused_graphs_cpu.json;
-the Qwen3-0.6B width with 4 layers, random weights, onnxruntime 1.32 CPU,
-2 threads, 1-minute load 0.5-1.5; median ms, plain -> fused):
+Measured (bench/fused_graphs_cpu.py; the Qwen3-0.6B width with 4 layers,
+random weights, onnxruntime 1.32 CPU, 2 threads; median ms, plain -> fused),
+once at a 1-minute load of 0.5-1.5 and again, now in
+bench/results/fused_graphs_cpu.json, at 3.0-3.9 (a shared box: compare the
+ratios within a run):
 
-                                                    FP32            INT8
-    prefix, 170 tokens                              78.8 -> 75.4    43.4 -> 46.8 (min 36.7 -> 31.5)
-    score_prefix, 10 documents x 60 after 170       255 -> 238      134 -> 118
-    score, the same 10 prompts in full (230)        850 -> 814      400 -> 333
+                                                load 0.5-1.5                  load 3.0-3.9
+                                                FP32          INT8            FP32          INT8
+    prefix, 170 tokens                          78.8 -> 75.4  43.4 -> 46.8    177 -> 163    91.8 -> 84.2
+    score_prefix, 10 documents x 60 after 170   255 -> 238    134 -> 118      598 -> 532    335 -> 266
+    score, the same 10 prompts in full (230)    850 -> 814    400 -> 333      1863 -> 1788  930 -> 762
 
 Label logits fused vs plain: 1.6e-6 (FP32). MatMuls are 73-76% of the FP32
 score_prefix time either way (onnxruntime's profiler), which bounds what

@@ -34,14 +34,16 @@ Why the MAE condition: a dozen calibration prompts resolve agreement in
 steps of 1/12, and an INT8 graph that flips 1 grade in 200 agrees 12/12
 there. Measured (fused graphs; calibration: export.artifact.SAMPLE_PAIRS, 12
 prompts, agreement / expected-grade MAE vs the FP32 graph; dev: 200 pairs of
-the world's dev split, the exported artifact vs torch, score graph and
-shared-prefix path):
+the world's dev split, each rung's score graph vs the FP32 graph, and the
+exported artifact vs torch, score graph and shared-prefix path):
 
     today's default model (hidden 256, 2 layers; widest: layer 0, 434 vs 238)
         FP32 down projections   0              1 (layer 0)    2
         calibration             1.000 / 0.034  1.000 / 0.022  1.000 / 0.020
         dev, score graph        0.995          1.000          1.000
         chosen: 1; its artifact on dev 1.000 / 0.0071, shared prefix 1.000 / 0.0052
+        (400 dev pairs, bench/results/int8_recipes.json, score / shared prefix: none
+        0.9875 / 0.9925, the ladder's 0.9975 / 0.9975, all 0.9975 / 1.000)
     the previous default model (hidden 128, 4 layers; widest: layer 0, 80 vs 20-33)
         FP32 down projections   0              1 (layer 0)    4
         calibration             1.000 / 0.037  1.000 / 0.018  1.000 / 0.016

@@ -33,10 +33,11 @@ Kept in FP32:
   figures: export/int8_outliers.py; today's recipes: bench/results/int8_recipes.json.)
   Keeping all of them FP32 (an earlier default)
   costs a fifth of a 0.6B body's weights (+264 MB) and speed: INT8 score_prefix at
-  the 0.6B width (4 layers, 10 documents x 60 tokens after 170, 2 threads, load 1.6,
-  measured before this change's ladder) 158 ms with all down projections FP32,
-  137 ms with 1 of 4, 130 ms with none, 154 ms with MatMulNBits (no AVX-VNNI on
-  this CPU); the FP32 graph 258 ms;
+  the 0.6B width (4 layers, 10 documents x 60 tokens after 170, 2 threads,
+  bench/results/int8_recipes.json, load 3.5) 303 ms with all down projections FP32,
+  276 ms with 1 of 4 (what the ladder keeps on today's default model: 1 of 2),
+  263 ms with none, 282 ms with MatMulNBits (no AVX-VNNI on this CPU); the FP32
+  graph 500 ms (an earlier run at load 1.6: 158, 137, 130, 154 and 258 ms);
 - the embedding table (`Gather`, not quantized: `MatMul` only): an int8
   embedding cost 1% of grade agreement above (+466 MB at 0.6B). The decode graph's full LM head,
 (H, V), is quantized like the body: at batch 1 it is a quarter of a 0.6B
