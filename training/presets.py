@@ -197,7 +197,15 @@ PRESETS: dict[str, PipelineConfig] = {
     "default": PipelineConfig(
         name="afrl-default-tiny-qwen3",
         model=TinyQwen3Spec(hidden_size=256, intermediate_size=768, num_hidden_layers=2),
-        sft=SFTConfig(steps=1000, batch_size=16, learning_rate=6e-3, grade_weight=8.0, warmup_steps=60, log_every=50),
+        sft=SFTConfig(
+            steps=1400,
+            batch_size=16,
+            learning_rate=6e-3,
+            grade_weight=8.0,
+            warmup_steps=60,
+            log_every=50,
+            precision="auto",
+        ),
     ),
 }
 

@@ -60,6 +60,7 @@ import torch
 
 from training.compact_vocab import CompactVocab, FullTable, embedding_and_head
 from training.losses import completion_nll, explanation_plus_label_ce
+from training.precision import PRECISIONS, autocast, resolve_precision
 from training.sft_data import SFTBatch, SFTSequence, collate, common_prefix, completion_vocab, length_bucketed_batches
 
 if TYPE_CHECKING:
@@ -107,6 +108,13 @@ class SFTConfig:
         metadata={"help": "recompute activations in the backward pass (None: the engine's default, trl on, plain off)"},
     )
     lora_rank: int = field(default=0, metadata={"help": "LoRA adapters of this rank (0 = full fine-tuning)"})
+    precision: str = field(
+        default="fp32",
+        metadata={
+            "help": "'fp32', 'bf16' (autocast: matmuls in bfloat16, weights and AdamW in float32) or 'auto' "
+            "(bf16 where the device multiplies bfloat16 natively: see training.precision)"
+        },
+    )
     grad_clip: float = field(default=1.0, metadata={"help": "max gradient norm"})
     seed: int = field(default=0, metadata={"help": "data order and init seed"})
     log_every: int = field(default=20, metadata={"help": "steps between progress lines"})
@@ -135,6 +143,8 @@ class SFTConfig:
                 f"grade_objective must be one of {GRADE_OBJECTIVES}, got {self.grade_objective!r} "
                 "('vocab': NLL over the completion vocabulary, 'labels': cross-entropy over the label tokens)"
             )
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         if self.lora_rank < 0:
             raise ValueError(f"lora_rank must be >= 0 (0 = full fine-tuning), got {self.lora_rank}")
         if self.gradient_checkpointing and self.share_prefix:
@@ -372,6 +382,9 @@ class SFTTrainer:
         if self.optimizer is None:
             self.optimizer = adamw(model, config.learning_rate, config.weight_decay)
         optimizer = self.optimizer
+        precision = resolve_precision(config.precision, device)
+        if precision != config.precision:
+            log.info("precision %s: %s on this %s", config.precision, precision, device.type)
         model.train()
         losses: list[float] = []
         start = time.perf_counter()
@@ -387,10 +400,11 @@ class SFTTrainer:
             batch = collate(chunk, pad_id, config.max_completion_tokens, skip_prefix=skip).to(device)
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(self.step, config)
-            if loss_fn is None:
-                loss = sft_loss(model, batch, vocab, config.grade_weight, prefix, config.grade_objective, label_ids)
-            else:
-                loss = loss_fn(model, batch, chunk, vocab, prefix)
+            with autocast(precision, device):  # the forward pass; backward follows its dtypes
+                if loss_fn is None:
+                    loss = sft_loss(model, batch, vocab, config.grade_weight, prefix, config.grade_objective, label_ids)
+                else:
+                    loss = loss_fn(model, batch, chunk, vocab, prefix)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)

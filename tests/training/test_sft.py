@@ -233,3 +233,17 @@ def test_grade_objective_labels_trains_and_bad_values_are_refused(sequences, ctx
     assert sum(result.losses[-3:]) / 3 < sum(result.losses[:3]) / 3
     with pytest.raises(ValueError, match="grade_objective must be one of"):
         SFTConfig(grade_objective="label")
+
+
+def test_bf16_autocast_trains_float32_weights_close_to_the_fp32_run(setup):
+    sequences, labels = setup
+    config = SFTConfig(steps=30, batch_size=8, warmup_steps=3, learning_rate=1e-2, seed=2)
+    fp32 = train_sft(build_tiny_qwen3(SMALL, seed=0), sequences, labels, config, PAD).losses
+    model = build_tiny_qwen3(SMALL, seed=0)
+    bf16 = train_sft(model, sequences, labels, replace(config, precision="bf16"), PAD).losses
+    assert all(p.dtype == torch.float32 for p in model.parameters())  # master weights stay float32
+    assert bf16 != fp32  # the matmuls really ran in bfloat16
+    assert sum(bf16[-5:]) / 5 < 0.7 * sum(bf16[:5]) / 5
+    assert abs(sum(bf16[-5:]) - sum(fp32[-5:])) / sum(fp32[-5:]) < 0.1  # and learned like the fp32 run
+    with pytest.raises(ValueError, match="precision must be one of"):
+        SFTConfig(precision="fp16")
