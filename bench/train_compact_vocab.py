@@ -1,6 +1,6 @@
 """SFT with a compact vocabulary (training/compact_vocab.py) against the full 151,936-row table.
 
-    afrl bench train-compact-vocab speed  [--blocks 8 --block-steps 6] [--threads N]
+    afrl bench train-compact-vocab speed  [--blocks 8 --block-steps 6] [--threads N] [--compare precision]
     afrl bench train-compact-vocab recipe --table compact [--steps 800] [--threads N]
     afrl bench train-compact-vocab unseen CHECKPOINT [--policies init mean zero]
     afrl bench train-compact-vocab heuristic
@@ -29,6 +29,10 @@ largest parameter difference at the end, and the first-batch loss under a
 full-vocabulary softmax on the full and on a compact table (where the two
 objectives would differ, and why the loop compacts only with the restricted
 softmax). The box is shared: compare the ratio, not the times.
+`speed --compare precision` runs the same pairing with both arms on the
+compact table, `SFTConfig.precision` "fp32" (before) against "bf16" (after:
+autocast, training/precision.py); the loss and parameter differences then
+measure what bfloat16 changes.
 
 `recipe`: the default recipe's SFT (data, model, config; `--steps` overrides
 the step count) with `--table full` or `compact`, the checkpoint saved and
@@ -102,6 +106,13 @@ def load() -> list[float]:
 # speed ----------------------------------------------------------------------
 
 
+# before and after of each `speed --compare`: the SFTConfig fields each arm sets
+SPEED_ARMS: dict[str, dict[str, dict]] = {
+    "table": {"full": {"compact_vocab": False}, "compact": {"compact_vocab": True}},
+    "precision": {"fp32": {"precision": "fp32"}, "bf16": {"precision": "bf16"}},
+}
+
+
 def speed(args: argparse.Namespace) -> dict:
     import torch
 
@@ -116,16 +127,18 @@ def speed(args: argparse.Namespace) -> dict:
         )
     )
     objective = full_softmax_losses(model, training, vocab, args.block_steps, config.sft.grade_weight)
-    models = {"full": model, "compact": copy.deepcopy(model)}
-    wall: dict[str, list[float]] = {"full": [], "compact": []}
-    cpu: dict[str, list[float]] = {"full": [], "compact": []}
-    calls: dict[str, list[float]] = {"full": [], "compact": []}
-    losses: dict[str, list[float]] = {"full": [], "compact": []}
+    arms = SPEED_ARMS[args.compare]  # before, after
+    before, after = arms
+    models = {before: model, after: copy.deepcopy(model)}
+    wall: dict[str, list[float]] = {name: [] for name in arms}
+    cpu: dict[str, list[float]] = {name: [] for name in arms}
+    calls: dict[str, list[float]] = {name: [] for name in arms}
+    losses: dict[str, list[float]] = {name: [] for name in arms}
     ratios: dict[str, list[float]] = {"wall": [], "cpu": []}
     load_before = load()
     for block in range(args.blocks):
         sft = replace(config.sft.with_steps(args.block_steps), warmup_steps=1, seed=block, log_every=1)
-        order = ("full", "compact") if block % 2 == 0 else ("compact", "full")
+        order = (before, after) if block % 2 == 0 else (after, before)
         medians: dict[str, dict[str, float]] = {"wall": {}, "cpu": {}}
         for name in order:
             stamps: list[tuple[float, float]] = []
@@ -134,7 +147,7 @@ def speed(args: argparse.Namespace) -> dict:
                 models[name],
                 train,
                 ctx.labels,
-                replace(sft, compact_vocab=name == "compact"),
+                replace(sft, **arms[name]),
                 ctx.pad_id,
                 progress=lambda _line, s=stamps: s.append((time.perf_counter(), time.process_time())),
                 vocab=training.vocab,
@@ -147,19 +160,21 @@ def speed(args: argparse.Namespace) -> dict:
                 medians[clock][name] = statistics.median(times)
             losses[name] += result.losses
         for clock, rs in ratios.items():
-            rs.append(medians[clock]["full"] / medians[clock]["compact"])
+            rs.append(medians[clock][before] / medians[clock][after])
         log.info(
-            "block %d (%s first): full/compact median step time %.2f wall, %.2f cpu; load %s",
+            "block %d (%s first): %s/%s median step time %.2f wall, %.2f cpu; load %s",
             block,
             order[0],
+            before,
+            after,
             ratios["wall"][-1],
             ratios["cpu"][-1],
             load(),
         )
-    full_state, compact_state = models["full"].state_dict(), models["compact"].state_dict()
+    full_state, compact_state = models[before].state_dict(), models[after].state_dict()
     per_arm = {
         name: {
-            "compact_vocab": name == "compact",
+            **arms[name],
             "timed_steps": len(wall[name]),
             "median_step_s": statistics.median(wall[name]),
             "mean_step_s": statistics.mean(wall[name]),
@@ -181,9 +196,10 @@ def speed(args: argparse.Namespace) -> dict:
         "arms": per_arm,
         "speedup_per_block": {clock: [round(r, 3) for r in rs] for clock, rs in ratios.items()},
         "speedup_median": {clock: statistics.median(rs) for clock, rs in ratios.items()},
-        "speedup_whole_calls": statistics.median(calls["full"]) / statistics.median(calls["compact"]),
+        "compare": args.compare,
+        "speedup_whole_calls": statistics.median(calls[before]) / statistics.median(calls[after]),
         "table_share_of_step": {clock: 1 - 1 / statistics.median(rs) for clock, rs in ratios.items()},
-        "max_abs_loss_difference": max(abs(a - b) for a, b in zip(losses["full"], losses["compact"], strict=True)),
+        "max_abs_loss_difference": max(abs(a - b) for a, b in zip(losses[before], losses[after], strict=True)),
         "max_abs_parameter_difference": max((full_state[k] - compact_state[k]).abs().max().item() for k in full_state),
         "first_batch_loss": objective,
     }
@@ -409,6 +425,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     s = sub.add_parser("speed", help="steps/min of the preset's SFT, compact_vocab off vs on, side by side")
     s.add_argument("--blocks", type=int, default=8)
     s.add_argument("--block-steps", type=int, default=6)
+    s.add_argument(
+        "--compare",
+        choices=sorted(SPEED_ARMS),
+        default="table",
+        help="table: full vs compact vocabulary; precision: fp32 vs bf16 autocast (both compact)",
+    )
     r = sub.add_parser("recipe", help="the default recipe's SFT, test accuracy, unseen-token probe")
     r.add_argument("--table", choices=("full", "compact"), default="compact")
     r.add_argument("--steps", type=int, default=None, help="SFT steps (default: the preset's)")
@@ -428,7 +450,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     report = {"speed": speed, "recipe": recipe, "unseen": unseen, "heuristic": heuristic}[args.what](args)
-    tag = {"speed": f"speed_loop_{report.get('threads')}threads", "unseen": "unseen", "heuristic": "heuristic"}.get(
+    compare = "" if report.get("compare", "table") == "table" else f"_{report['compare']}"
+    speed_tag = f"speed_loop{compare}_{report.get('threads')}threads"
+    tag = {"speed": speed_tag, "unseen": "unseen", "heuristic": "heuristic"}.get(
         args.what, f"recipe_{report.get('table')}_{report.get('steps')}"
     )
     path = Path(args.out_json) if args.out_json else RESULTS / f"train_compact_vocab_{tag}.json"
