@@ -33,6 +33,7 @@ from training.presets import PipelineConfig
 from training.report import Figures, PipelineReport, SFTSummary, write_report
 from training.setup import TrainingSetup, load_training_data, starting_model
 from training.sft import train_sft
+from training.sft_data import SFTSequence
 from training.stopwatch import Stopwatch
 
 log = logging.getLogger(__name__)
@@ -78,6 +79,16 @@ def run_pipeline(
     return report
 
 
+def sft_rows(setup: TrainingSetup, long_tail_repeats: int) -> list[SFTSequence]:
+    """The rows SFT-only training draws from: every training row, the long-tail ones `long_tail_repeats` times.
+
+    The long tail is a tenth of the world's rows, and with more steps a from-scratch model applies the
+    head rules over the rare ones that override them (the default recipe, 1,400 steps: long-tail test
+    slice 0.34-0.38 over two seeds against 0.45-0.51 at 1,000); three copies held it at 0.50.
+    """
+    return list(setup.sequences) + list(setup.pools["long_tail"]) * (long_tail_repeats - 1)
+
+
 def _sft_only(
     config: PipelineConfig,
     setup: TrainingSetup,
@@ -87,16 +98,16 @@ def _sft_only(
     progress: Progress | None,
 ) -> PipelineReport:
     with clock("sft"):
-        mean_len = sum(len(s) for s in setup.sequences) / len(setup.sequences)
+        rows = sft_rows(setup, config.long_tail_repeats)
+        mean_len = sum(len(s) for s in rows) / len(rows)
+        repeats = f" (long-tail rows x{config.long_tail_repeats})" if config.long_tail_repeats > 1 else ""
         say(
             progress,
             log,
-            f"sft: {body_parameters(model) / 1e6:.2f}M body parameters, {len(setup.sequences)} sequences "
+            f"sft: {body_parameters(model) / 1e6:.2f}M body parameters, {len(rows)} sequences{repeats} "
             f"of {mean_len:.0f} tokens on average, {config.sft.steps} steps",
         )
-        result = train_sft(
-            model, setup.sequences, setup.ctx.labels, config.sft, setup.ctx.pad_id, progress, vocab=setup.vocab
-        )
+        result = train_sft(model, rows, setup.ctx.labels, config.sft, setup.ctx.pad_id, progress, vocab=setup.vocab)
     with clock("eval"):
         evaluation = setup.evaluate(model)
     figures = Figures.of(evaluation)
