@@ -85,9 +85,8 @@ from onnx.external_data_helper import load_external_data_for_tensor, uses_extern
 
 from afrl import graphs
 from afrl.padding import left_pad
-from afrl.scoring import label_probs
 from export.quantize import mlp_down_nodes, quantize_int8
-from export.validate import run_score
+from export.validate import grade_figures, run_score
 
 logger = logging.getLogger(__name__)
 
@@ -154,17 +153,6 @@ def ladder_counts(projections: int) -> list[int]:
     return sorted(k for k in rungs if k <= projections)
 
 
-def grade_agreement(logits: np.ndarray, reference: np.ndarray) -> float:
-    """Fraction of rows whose argmax grade is the reference's. (N, K), (N, K) -> float."""
-    return float(np.mean(logits.argmax(-1) == reference.argmax(-1)))
-
-
-def expected_grade_mae(logits: np.ndarray, reference: np.ndarray, values: Sequence[int]) -> float:
-    """Mean |expected grade - the reference's|, in grade units. (N, K), (N, K) -> float."""
-    grades = np.asarray(values, dtype=np.float64)  # (K,)
-    return float(np.mean(np.abs(label_probs(logits) @ grades - label_probs(reference) @ grades)))
-
-
 class OutlierChoice:
     """The down projections an INT8 artifact keeps FP32: chosen once on its score graph by measured
     agreement (the module docstring's ladder), then named in every graph."""
@@ -209,10 +197,7 @@ class OutlierChoice:
                     )
                     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
                     logits = run_score(session, ids, mask)  # (N, K)
-                    self.measured[k] = (
-                        grade_agreement(logits, reference),
-                        expected_grade_mae(logits, reference, self.values),
-                    )
+                    self.measured[k] = grade_figures(logits, reference, self.values)
                     logger.info(
                         "INT8 with %d of %d down projections FP32: calibration agreement %.4f, expected-grade MAE %.4f",
                         k,

@@ -127,12 +127,12 @@ def validate_score_graph(
     alone = np.concatenate([run_score(session, *left_pad([s], pad_token_id)) for s in sequences])  # (N, K)
     expected = reference_label_logits(model, labels.token_ids, sequences) if reference is None else reference  # (N, K)
 
-    ours, ref = grade_results(batch, labels.values), grade_results(expected, labels.values)
+    agreement, mae = grade_figures(batch, expected, labels.values)
     figures = {
         "max_abs_diff": float(np.abs(batch - expected).max()),
         "batch_max_abs_diff": float(np.abs(batch - alone).max()),
-        "grade_agreement": float(np.mean([a.grade == b.grade for a, b in zip(ours, ref, strict=True)])),
-        "expected_grade_mae": float(np.mean([abs(a.expected - b.expected) for a, b in zip(ours, ref, strict=True)])),
+        "grade_agreement": agreement,
+        "expected_grade_mae": mae,
         "prompts": float(len(sequences)),
     }
     check_figures(figures, tolerance)
@@ -189,6 +189,13 @@ def check_figures(figures: dict[str, float], tolerance: Tolerance) -> None:
             graph = key.split(".")[0] if "." in key else graphs.SCORE
             count = figures.get(f"{graph}.prompts", figures.get("prompts", 0))
             raise ParityError(f"{what} {value:.4g} {bad} tolerance {limit:.4g} (over {count:.0f} prompts)")
+
+
+def grade_figures(logits: np.ndarray, reference: np.ndarray, values: Sequence[int]) -> tuple[float, float]:
+    """(grade agreement, expected-grade MAE) of (N, K) label logits against the reference's (N, K)."""
+    ours, ref = grade_results(logits, values), grade_results(reference, values)
+    agreement = float(np.mean([a.grade == b.grade for a, b in zip(ours, ref, strict=True)]))
+    return agreement, float(np.mean([abs(a.expected - b.expected) for a, b in zip(ours, ref, strict=True)]))
 
 
 def run_score(session: ort.InferenceSession, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:

@@ -45,7 +45,6 @@ import torch
 from afrl import graphs
 from afrl.labels import LabelSet
 from afrl.padding import left_pad
-from afrl.scoring import grade_results
 from export.validate import (
     TOLERANCES,
     ExportValidationError,
@@ -53,6 +52,7 @@ from export.validate import (
     Tolerance,
     check_figures,
     check_output,
+    grade_figures,
     open_session,
     reference_label_logits,
     run_score,
@@ -111,16 +111,12 @@ def validate_cache_graphs(
         own.append(present)
     del session
     ours_all = np.concatenate(ours)  # (N, K)
-    mine, ref = grade_results(ours_all, labels.values), grade_results(expected, labels.values)
+    agreement, mae = grade_figures(ours_all, expected, labels.values)
     figures.update(
         {
             "score_prefix.max_abs_diff": float(np.abs(ours_all - expected).max()),
-            "score_prefix.grade_agreement": float(
-                np.mean([a.grade == b.grade for a, b in zip(mine, ref, strict=True)])
-            ),
-            "score_prefix.expected_grade_mae": float(
-                np.mean([abs(a.expected - b.expected) for a, b in zip(mine, ref, strict=True)])
-            ),
+            "score_prefix.grade_agreement": agreement,
+            "score_prefix.expected_grade_mae": mae,
             "score_prefix.prompts": float(len(full)),
         }
     )
