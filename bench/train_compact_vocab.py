@@ -171,7 +171,7 @@ def speed(args: argparse.Namespace) -> dict:
             ratios["cpu"][-1],
             load(),
         )
-    full_state, compact_state = models[before].state_dict(), models[after].state_dict()
+    state_before, state_after = models[before].state_dict(), models[after].state_dict()
     per_arm = {
         name: {
             **arms[name],
@@ -200,7 +200,9 @@ def speed(args: argparse.Namespace) -> dict:
         "speedup_whole_calls": statistics.median(calls[before]) / statistics.median(calls[after]),
         "table_share_of_step": {clock: 1 - 1 / statistics.median(rs) for clock, rs in ratios.items()},
         "max_abs_loss_difference": max(abs(a - b) for a, b in zip(losses[before], losses[after], strict=True)),
-        "max_abs_parameter_difference": max((full_state[k] - compact_state[k]).abs().max().item() for k in full_state),
+        "max_abs_parameter_difference": max(
+            (state_before[k] - state_after[k]).abs().max().item() for k in state_before
+        ),
         "first_batch_loss": objective,
     }
 

@@ -191,10 +191,11 @@ def export_artifact(
         pad = _pad_token_id(ckpt.tokenizer)
         tol = tolerance or TOLERANCES[dtype]
         # INT8: which down projections stay FP32, measured on the built-in pairs against the INT8 gate.
-        calibration = [prefix + doc for prefix, docs in query_groups(encoder, SAMPLE_PAIRS) for doc in docs]
-        gate = tol.min_grade_agreement if tol.min_grade_agreement is not None else 1.0
-        choose = dtype == "int8" and int8_down == "outliers"
-        int8 = OutlierChoice(calibration, pad, gate, ckpt.labels.values) if choose else None
+        int8 = None
+        if dtype == "int8" and int8_down == "outliers":
+            calibration = [prefix + doc for prefix, docs in query_groups(encoder, SAMPLE_PAIRS) for doc in docs]
+            gate = tol.min_grade_agreement if tol.min_grade_agreement is not None else 1.0
+            int8 = OutlierChoice(calibration, pad, gate, ckpt.labels.values)
         files, fusions = {}, {}
         for name in graphs:
             step(f"exporting the {name} graph ({dtype}{', fused' if fuse else ''})")

@@ -21,13 +21,10 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import logging
 from collections.abc import Iterator
 from pathlib import Path
 
 import torch
-
-log = logging.getLogger(__name__)
 
 PRECISIONS = ("fp32", "bf16", "auto")
 CPUINFO = Path("/proc/cpuinfo")
