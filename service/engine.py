@@ -269,6 +269,7 @@ class ScoringEngine:
             inference_timeout_ms=settings.inference_timeout_ms,
             cross_request_batching=settings.cross_request_batching,
             guideline_ids=guideline_ids(model.encoder) if cache_guideline else (),
+            decode_slice_ms=settings.decode_slice_ms,
         )
         size = settings.result_cache_size
         self.result_cache = ResultCache(size, model.name) if size else None

@@ -18,10 +18,11 @@ the loop           takes the next request round-robin, one job per request per t
                    rows on the shared prefix (one shared past: the guideline's cache and each
                    request's own query part, service.passes); the batch is held open at most
                    max_wait_ms, and only while requests are still being tokenized
-decoding           a decoding request's turn is one decode pass for every stream of its batch:
-                   with cross-request batching one batch holds every request's streams, so
-                   each turn moves all of them a token (streams join and leave between
-                   steps); without it, each request has its own batch
+decoding           a decoding request's turn is decode passes for every stream of its batch, for
+                   up to decode_slice_ms (at least one pass): with cross-request batching one
+                   batch holds every request's streams, so each turn moves all of them several
+                   tokens (streams join and leave between passes); without it, each request
+                   has its own batch
 dead work          cancelled requests leave the queue at once; a deadline fires on a timer
                    (504 without waiting for the model) and removes the request's jobs; the
                    inference thread checks once more right before each forward pass
@@ -75,6 +76,7 @@ class Scheduler:
         inference_timeout_ms: float = 0.0,
         cross_request_batching: bool = True,
         guideline_ids: Sequence[int] = (),
+        decode_slice_ms: float = 0.0,
     ):
         """`guideline_ids`: the tokens every prefix starts with, cached once (used when the backend can
         extend a cache; empty: every request computes its whole prefix)."""
@@ -88,6 +90,7 @@ class Scheduler:
         self.max_wait_s = max_wait_ms / 1000.0
         self.max_queue_delay_s = max_queue_delay_ms / 1000.0
         self.cross_request_batching = cross_request_batching
+        self.decode_slice_s = decode_slice_ms / 1000.0
         self.metrics = metrics
         self.arriving = 0  # requests admitted and still tokenizing: worth holding a batch open for
         self.arriving_tokens = 0  # lower bounds of what those requests will cost
@@ -435,10 +438,10 @@ class Scheduler:
                 self.metrics.queue_duration.observe(start - job.work.submitted)
         out: dict
         if isinstance(live[0], DecodeJob):
-            step = live[0].batch.step()
+            step = live[0].batch.run(self.decode_slice_s)
             step.seconds = time.perf_counter() - start
-            if step.rows:
-                self.metrics.decode_batch_size.observe(step.rows)
+            for rows in step.passes:
+                self.metrics.decode_batch_size.observe(rows)
             out = {live[0]: step}
         elif live[0].plain:
             out = self.passes.score_plain(live)

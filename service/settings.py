@@ -77,6 +77,13 @@ class ServiceSettings(BaseSettings):
         description="how long the batcher holds a batch open for requests still being tokenized, "
         "so they can share its forward pass (never waits when nothing is arriving)",
     )
+    decode_slice_ms: float = Field(
+        default=30.0,
+        ge=0,
+        description="a decoding request's turn runs decode passes for up to this long (at least one), so an "
+        "explanation moves many tokens per turn instead of waiting behind every other request once per "
+        "token; 0: one pass per turn",
+    )
     max_queue: int = Field(default=256, ge=1, description="requests admitted at once (queued or running); more get 429")
     max_queue_tokens: int = Field(
         default=65536,

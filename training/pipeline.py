@@ -3,7 +3,8 @@
     1. data:   the preset's generated world (deterministic from a seed), or `--data DIR`; the splits are
                written to OUT/data (`training.setup`, the setup every training command shares)
     2. train:  without a method (the `default` preset, the embedded default model): SFT of a small
-               Qwen3-architecture model from scratch (or from `--base`) on AFRL completions;
+               Qwen3-architecture model from scratch (or from `--base`) on AFRL completions, or its
+               shipped weights loaded (`weights`, the first start of `afrl serve`);
                with a method (presets `ci` and `tiny`): the full AFRL method of `training.method`
                (curriculum, instruction evolution, SFT vs GRPO vs mode-balanced comparison,
                distillation), whose distilled student is what ships
@@ -12,14 +13,16 @@
     5. report: report.json (`training.report.PipelineReport`) and figures; report.md with the method
 
 Presets (`training.presets`) size it: `ci` (the full method, under 3 minutes), `tiny` (the full
-method, under 15 minutes on 2 cores), `default` (the embedded default model, a few minutes on 2
-cores). Run: `afrl train pipeline --preset tiny --out runs/tiny`.
+method, under 15 minutes on 2 cores), `default` (the embedded default model, trained offline in about
+40 minutes on 2 cores and shipped: `training.shipped_weights`; a first start loads those weights instead
+of training). Run: `afrl train pipeline --preset tiny --out runs/tiny`.
 """
 
 from __future__ import annotations
 
 import logging
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,9 +37,13 @@ from training.report import Figures, PipelineReport, SFTSummary, write_report
 from training.setup import TrainingSetup, load_training_data, starting_model
 from training.sft import train_sft
 from training.sft_data import SFTSequence
+from training.shipped_weights import ShippedWeights, load_shipped, shipped_for
 from training.stopwatch import Stopwatch
+from training.world import build_world, long_tail_eval_set
 
 log = logging.getLogger(__name__)
+
+LONG_TAIL_EVAL_PER_RULE = 100  # the eval-only long-tail set the README measures (fresh rows avoid its queries)
 
 
 def run_pipeline(
@@ -46,12 +53,16 @@ def run_pipeline(
     data: str | None = None,
     base: str | None = None,
     guideline_file: str | None = None,
+    weights: ShippedWeights | None = None,
 ) -> PipelineReport:
     """Run every stage into `out_dir`; returns the report (also written as report.json).
 
     data: a dataset folder instead of the preset's generated world; base: a checkpoint to start from
-    instead of the preset's architecture at random init (the teacher's start with a method).
+    instead of the preset's architecture at random init (the teacher's start with a method); weights:
+    an SFT-only preset's shipped weights (`training.shipped_weights`), loaded instead of training.
     """
+    if weights is not None and (config.method is not None or base is not None):
+        raise ValueError("shipped weights replace SFT-only training from a random init: no method, no base")
     torch.set_num_threads(config.threads)
     out_dir.mkdir(parents=True, exist_ok=True)
     clock = Stopwatch()
@@ -73,20 +84,78 @@ def run_pipeline(
 
         report = run_method(config, setup, start.model, out_dir, clock, progress)
     else:
-        report = _sft_only(config, setup, start.model, out_dir, clock, progress)
+        report = _sft_only(config, setup, start.model, out_dir, clock, progress, weights)
     write_report(report, out_dir)
     say(progress, log, f"pipeline done in {report.timings['total_s']:.0f}s: {out_dir}")
     return report
 
 
-def sft_rows(setup: TrainingSetup, long_tail_repeats: int) -> list[SFTSequence]:
-    """The rows SFT-only training draws from: every training row, the long-tail ones `long_tail_repeats` times.
+def sft_rows(
+    setup: TrainingSetup,
+    long_tail_repeats: int,
+    fresh: Sequence[SFTSequence] = (),
+    fresh_long_tail: Sequence[SFTSequence] = (),
+) -> list[SFTSequence]:
+    """The rows SFT-only training draws from: the training rows and the `fresh` rows once each, the long-tail
+    ones among both (`fresh_long_tail` for the fresh) `long_tail_repeats` times in all.
 
     The long tail is a tenth of the world's rows, and with more steps a from-scratch model applies the
-    head rules over the rare ones that override them (the default recipe, 1,400 steps: long-tail test
-    slice 0.34-0.38 over two seeds against 0.45-0.51 at 1,000); three copies held it at 0.50.
+    head rules over the rare ones that override them (1,400 steps: long-tail test slice 0.34-0.38 over
+    two seeds against 0.45-0.51 at 1,000); three copies held it at 0.50.
     """
-    return list(setup.sequences) + list(setup.pools["long_tail"]) * (long_tail_repeats - 1)
+    tail = list(setup.pools["long_tail"]) + list(fresh_long_tail)
+    return list(setup.sequences) + list(fresh) + tail * (long_tail_repeats - 1)
+
+
+def fresh_rows(
+    setup: TrainingSetup, n: int, progress: Progress | None = None
+) -> tuple[list[SFTSequence], list[SFTSequence]]:
+    """`n` examples from a fresh stream of the generated world, encoded, and the long-tail ones among them.
+
+    None for a data folder. Their queries are in no split of the world and not in its eval-only
+    long-tail set (`afrl train data --long-tail-eval 100`), so no figure is measured on a query trained on.
+    """
+    if n == 0:
+        return [], []
+    world = setup.data.world
+    if world is None:
+        log.warning("fresh_examples: %s is not the generated world, so there are none to add", setup.data.source)
+        return [], []
+    say(progress, log, f"data: generating {n} fresh examples")
+    splits = build_world(world.seed, world.n_queries, world.docs_per_query)
+    long_tail_eval = long_tail_eval_set(world.seed, LONG_TAIL_EVAL_PER_RULE, splits, world.docs_per_query)
+    exclude = frozenset(e.query for e in splits.all_rows()) | frozenset(e.query for e in long_tail_eval)
+    examples = world.fresh_examples(n, exclude | setup.heldout_queries)
+    rows = setup.ctx.encode(examples)
+    return rows, [s for s, e in zip(rows, examples, strict=True) if e.long_tail]
+
+
+def _train_or_load(
+    config: PipelineConfig,
+    setup: TrainingSetup,
+    model: torch.nn.Module,
+    progress: Progress | None,
+    weights: ShippedWeights | None,
+) -> tuple[torch.nn.Module, SFTSummary]:
+    """Train the SFT-only model, or, given shipped weights for this very recipe, load them."""
+    if weights is not None:
+        say(progress, log, f"sft: loading the weights shipped for this recipe ({weights.folder}), trained offline")
+        summary = SFTSummary(weights.losses, seconds=weights.sft_seconds)
+        return load_shipped(weights, config.model, config.sft.seed), summary
+    fresh, fresh_long_tail = fresh_rows(setup, config.fresh_examples, progress)
+    rows = sft_rows(setup, config.long_tail_repeats, fresh, fresh_long_tail)
+    vocab = torch.unique(torch.cat([setup.vocab, setup.ctx.vocab(fresh)])) if fresh else setup.vocab
+    mean_len = sum(len(s) for s in rows) / len(rows)
+    repeats = f" (long-tail rows x{config.long_tail_repeats})" if config.long_tail_repeats > 1 else ""
+    extra = f", {len(fresh)} of them fresh" if fresh else ""
+    say(
+        progress,
+        log,
+        f"sft: {body_parameters(model) / 1e6:.2f}M body parameters, {len(rows)} sequences{repeats}{extra} "
+        f"of {mean_len:.0f} tokens on average, {config.sft.steps} steps",
+    )
+    result = train_sft(model, rows, setup.ctx.labels, config.sft, setup.ctx.pad_id, progress, vocab=vocab)
+    return model, SFTSummary(result.losses, seconds=result.seconds)
 
 
 def _sft_only(
@@ -96,18 +165,10 @@ def _sft_only(
     out_dir: Path,
     clock: Stopwatch,
     progress: Progress | None,
+    weights: ShippedWeights | None = None,
 ) -> PipelineReport:
     with clock("sft"):
-        rows = sft_rows(setup, config.long_tail_repeats)
-        mean_len = sum(len(s) for s in rows) / len(rows)
-        repeats = f" (long-tail rows x{config.long_tail_repeats})" if config.long_tail_repeats > 1 else ""
-        say(
-            progress,
-            log,
-            f"sft: {body_parameters(model) / 1e6:.2f}M body parameters, {len(rows)} sequences{repeats} "
-            f"of {mean_len:.0f} tokens on average, {config.sft.steps} steps",
-        )
-        result = train_sft(model, rows, setup.ctx.labels, config.sft, setup.ctx.pad_id, progress, vocab=setup.vocab)
+        model, sft = _train_or_load(config, setup, model, progress, weights)
     with clock("eval"):
         evaluation = setup.evaluate(model)
     figures = Figures.of(evaluation)
@@ -128,7 +189,7 @@ def _sft_only(
         config=config,
         data=setup.data.source,
         body_parameters=body_parameters(model),
-        sft=SFTSummary(result.losses, seconds=result.seconds),
+        sft=sft,
         test=figures,
         evaluations={"sft": evaluation},
         export_parity=manifest.parity,
@@ -160,10 +221,12 @@ def ship(
 
 
 def build_default_model(target: Path, work_dir: Path, progress: Progress | None = None) -> Path:
-    """Train and export the `default` preset, then move its artifact to `target`."""
+    """Build the `default` preset's artifact into `target`: its shipped weights when they were trained by this
+    recipe (evaluated and exported, about a minute), else trained from scratch (far longer; logged)."""
     if work_dir.exists():
         shutil.rmtree(work_dir)
-    run_pipeline(presets.PRESETS["default"], work_dir, progress=progress)
+    weights = shipped_for(presets.recipe("default"))
+    run_pipeline(presets.PRESETS["default"], work_dir, progress=progress, weights=weights)
     if target.exists():
         shutil.rmtree(target)
     shutil.move(str(work_dir / "artifact"), str(target))

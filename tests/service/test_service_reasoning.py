@@ -219,3 +219,28 @@ def test_streams_decode_together_as_each_would_alone_joining_and_leaving_between
     for (s, i), produced in partial.items():
         want = alone[(fresh.index(s), i)]
         assert produced == (want[:2] if s is fresh[1] else want)
+
+
+def test_a_decode_turn_runs_passes_for_its_time_slice_and_yields_the_tokens_one_pass_at_a_time_would():
+    from service.reasoning import DecodeBatch
+
+    def streams():
+        return [stream_of(0, 2, 9), stream_of(1, 3, 5), stream_of(2, 1, 12)]
+
+    first = streams()
+    want = {(first.index(s), i): v for (s, i), v in decode_all(DecodeBatch(CountingDecoder()), {0: first}).items()}
+    fresh = streams()
+    batch = DecodeBatch(CountingDecoder())
+    for s in fresh:
+        batch.add(s)
+    turn = batch.run(slice_s=60.0)  # long enough for every row to finish in one turn
+    assert len(turn.passes) == max(len(v) for v in want.values()) and turn.passes[0] == 6 and turn.passes[-1] == 1
+    assert set(turn.finished) == set(fresh) and not batch._owners
+    got: dict = {}
+    for s, produced in turn.produced.items():
+        for index, token in produced:
+            got.setdefault((fresh.index(s), index), []).append(token)
+    assert got == want
+    batch = DecodeBatch(CountingDecoder())
+    batch.add(stream_of(0, 2, 9))
+    assert len(batch.run(slice_s=0.0).passes) == 1  # no slice: one pass per turn

@@ -20,6 +20,13 @@ def test_long_tail_rows_repeat_and_the_rest_appear_once():
     assert all(rows.count(s) == 3 for s in tail) and all(rows.count(s) == 1 for s in head)
 
 
+def test_fresh_rows_appear_once_and_their_long_tail_repeats_with_the_training_rows_long_tail():
+    head, tail, fresh = _rows(8, 4), _rows(2, 0), _rows(5, 2)
+    setup = SimpleNamespace(sequences=head + tail, pools={"long_tail": tail, "head": head})
+    rows = sft_rows(setup, 2, fresh, fresh[:1])
+    assert rows == head + tail + fresh + tail + fresh[:1]
+
+
 def test_repeats_are_validated_and_the_default_recipe_uses_them():
     with pytest.raises(ValueError, match="long_tail_repeats must be >= 1"):
         preset("default", long_tail_repeats=0)
