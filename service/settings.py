@@ -78,7 +78,7 @@ class ServiceSettings(BaseSettings):
         "so they can share its forward pass (never waits when nothing is arriving)",
     )
     decode_slice_ms: float = Field(
-        default=30.0,
+        default=10.0,
         ge=0,
         description="a decoding request's turn runs decode passes for up to this long (at least one), so an "
         "explanation moves many tokens per turn instead of waiting behind every other request once per "
