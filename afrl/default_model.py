@@ -1,12 +1,8 @@
 """The embedded default model: built by the project's own pipeline on first use.
 
-Nothing is downloaded: the first `afrl serve` without a model runs the
-default preset's pipeline on the weights the package ships for it (trained
-offline by that same preset, training/shipped_weights.py): it evaluates and
-exports them (about a minute on 2 CPU cores) and caches the artifact under
-`AFRL_HOME`; later starts load it from the cache. A preset whose shipped
-weights were trained by another recipe (a developer changed it) trains from
-scratch instead, logged.
+Nothing is downloaded: the first `afrl serve` without a model trains the
+default preset (deterministic, a few minutes on 2 CPU cores), exports it and
+caches the artifact under `AFRL_HOME`; later starts load it from the cache.
 
 The cache is keyed by the recipe (afrl.recipe): a cached model built by
 another recipe (an older afrl, or one from before recipes were recorded) is
@@ -74,7 +70,7 @@ def ensure_default_model(progress: Callable[[str], None] | None = None) -> Path:
         if cached:
             log.warning(
                 "cached default model was built by recipe %s; this afrl builds recipe %s: rebuilding "
-                "(about a minute from the shipped weights), the old one stays until the new one is ready",
+                "(a few minutes), the old one stays until the new one is ready",
                 _label(read_recipe(target)),
                 wanted.label,
             )

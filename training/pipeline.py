@@ -3,8 +3,7 @@
     1. data:   the preset's generated world (deterministic from a seed), or `--data DIR`; the splits are
                written to OUT/data (`training.setup`, the setup every training command shares)
     2. train:  without a method (the `default` preset, the embedded default model): SFT of a small
-               Qwen3-architecture model from scratch (or from `--base`) on AFRL completions, or its
-               shipped weights loaded (`weights`, the first start of `afrl serve`);
+               Qwen3-architecture model from scratch (or from `--base`) on AFRL completions;
                with a method (presets `ci` and `tiny`): the full AFRL method of `training.method`
                (curriculum, instruction evolution, SFT vs GRPO vs mode-balanced comparison,
                distillation), whose distilled student is what ships
@@ -13,9 +12,8 @@
     5. report: report.json (`training.report.PipelineReport`) and figures; report.md with the method
 
 Presets (`training.presets`) size it: `ci` (the full method, under 3 minutes), `tiny` (the full
-method, under 15 minutes on 2 cores), `default` (the embedded default model, trained offline in about
-40 minutes on 2 cores and shipped: `training.shipped_weights`; a first start loads those weights instead
-of training). Run: `afrl train pipeline --preset tiny --out runs/tiny`.
+method, under 15 minutes on 2 cores), `default` (the embedded default model, a few minutes on 2
+cores). Run: `afrl train pipeline --preset tiny --out runs/tiny`.
 """
 
 from __future__ import annotations
@@ -37,7 +35,6 @@ from training.report import Figures, PipelineReport, SFTSummary, write_report
 from training.setup import TrainingSetup, load_training_data, starting_model
 from training.sft import train_sft
 from training.sft_data import SFTSequence
-from training.shipped_weights import ShippedWeights, load_shipped, shipped_for
 from training.stopwatch import Stopwatch
 from training.world import build_world, long_tail_eval_set
 
@@ -53,16 +50,12 @@ def run_pipeline(
     data: str | None = None,
     base: str | None = None,
     guideline_file: str | None = None,
-    weights: ShippedWeights | None = None,
 ) -> PipelineReport:
     """Run every stage into `out_dir`; returns the report (also written as report.json).
 
     data: a dataset folder instead of the preset's generated world; base: a checkpoint to start from
-    instead of the preset's architecture at random init (the teacher's start with a method); weights:
-    an SFT-only preset's shipped weights (`training.shipped_weights`), loaded instead of training.
+    instead of the preset's architecture at random init (the teacher's start with a method).
     """
-    if weights is not None and (config.method is not None or base is not None):
-        raise ValueError("shipped weights replace SFT-only training from a random init: no method, no base")
     torch.set_num_threads(config.threads)
     out_dir.mkdir(parents=True, exist_ok=True)
     clock = Stopwatch()
@@ -84,7 +77,7 @@ def run_pipeline(
 
         report = run_method(config, setup, start.model, out_dir, clock, progress)
     else:
-        report = _sft_only(config, setup, start.model, out_dir, clock, progress, weights)
+        report = _sft_only(config, setup, start.model, out_dir, clock, progress)
     write_report(report, out_dir)
     say(progress, log, f"pipeline done in {report.timings['total_s']:.0f}s: {out_dir}")
     return report
@@ -130,18 +123,10 @@ def fresh_rows(
     return rows, [s for s, e in zip(rows, examples, strict=True) if e.long_tail]
 
 
-def _train_or_load(
-    config: PipelineConfig,
-    setup: TrainingSetup,
-    model: torch.nn.Module,
-    progress: Progress | None,
-    weights: ShippedWeights | None,
-) -> tuple[torch.nn.Module, SFTSummary]:
-    """Train the SFT-only model, or, given shipped weights for this very recipe, load them."""
-    if weights is not None:
-        say(progress, log, f"sft: loading the weights shipped for this recipe ({weights.folder}), trained offline")
-        summary = SFTSummary(weights.losses, seconds=weights.sft_seconds)
-        return load_shipped(weights, config.model, config.sft.seed), summary
+def _train(
+    config: PipelineConfig, setup: TrainingSetup, model: torch.nn.Module, progress: Progress | None
+) -> SFTSummary:
+    """Train the SFT-only model on the training rows, the long tail repeated, and the fresh rows."""
     fresh, fresh_long_tail = fresh_rows(setup, config.fresh_examples, progress)
     rows = sft_rows(setup, config.long_tail_repeats, fresh, fresh_long_tail)
     vocab = torch.unique(torch.cat([setup.vocab, setup.ctx.vocab(fresh)])) if fresh else setup.vocab
@@ -155,7 +140,7 @@ def _train_or_load(
         f"of {mean_len:.0f} tokens on average, {config.sft.steps} steps",
     )
     result = train_sft(model, rows, setup.ctx.labels, config.sft, setup.ctx.pad_id, progress, vocab=vocab)
-    return model, SFTSummary(result.losses, seconds=result.seconds)
+    return SFTSummary(result.losses, seconds=result.seconds)
 
 
 def _sft_only(
@@ -165,10 +150,9 @@ def _sft_only(
     out_dir: Path,
     clock: Stopwatch,
     progress: Progress | None,
-    weights: ShippedWeights | None = None,
 ) -> PipelineReport:
     with clock("sft"):
-        model, sft = _train_or_load(config, setup, model, progress, weights)
+        sft = _train(config, setup, model, progress)
     with clock("eval"):
         evaluation = setup.evaluate(model)
     figures = Figures.of(evaluation)
@@ -221,12 +205,10 @@ def ship(
 
 
 def build_default_model(target: Path, work_dir: Path, progress: Progress | None = None) -> Path:
-    """Build the `default` preset's artifact into `target`: its shipped weights when they were trained by this
-    recipe (evaluated and exported, about a minute), else trained from scratch (far longer; logged)."""
+    """Train and export the `default` preset, then move its artifact to `target`."""
     if work_dir.exists():
         shutil.rmtree(work_dir)
-    weights = shipped_for(presets.recipe("default"))
-    run_pipeline(presets.PRESETS["default"], work_dir, progress=progress, weights=weights)
+    run_pipeline(presets.PRESETS["default"], work_dir, progress=progress)
     if target.exists():
         shutil.rmtree(target)
     shutil.move(str(work_dir / "artifact"), str(target))

@@ -2,19 +2,12 @@
 
 from __future__ import annotations
 
-import json
-
-import pytest
-
 from afrl.default_model import ensure_default_model
 from afrl.manifest import load_manifest
 from afrl.recipe import read_recipe
 from training import presets
 from training.model_factory import TinyQwen3Spec
 from training.sft import SFTConfig
-from training.shipped_weights import read_shipped
-
-MARGIN = 0.05  # accuracy points above the category heuristic the shipped default must clear
 
 SMALL = TinyQwen3Spec(
     hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1
@@ -38,31 +31,10 @@ def test_first_start_builds_caches_and_reuses_the_default_model(tmp_path, monkey
     assert set(manifest.graphs) == {"score", "prefix", "score_prefix", "decode"}
     assert manifest.model_name == "afrl-default-tiny-qwen3"
     assert any("sft step" in m for m in messages) and any("export" in m for m in messages)
-    assert any("12 of them fresh" in m for m in messages)  # no weights are shipped for this recipe: trained
+    assert any("12 of them fresh" in m for m in messages)
     assert (tmp_path / "models" / "default_report.json").is_file()
     assert read_recipe(target) == presets.recipe("default")  # the small preset's, which built it
     # Second start: served from the cache, nothing rebuilt.
     mtime = (target / "manifest.json").stat().st_mtime
     assert ensure_default_model() == target
     assert (target / "manifest.json").stat().st_mtime == mtime
-
-
-def test_first_start_serves_the_shipped_weights_and_they_grade_as_the_offline_build_measured(tmp_path, monkeypatch):
-    """The real first start: the default preset's shipped weights, evaluated and exported, no training.
-
-    The test figures must be those the offline build measured (to 0.005: another CPU may round a
-    near-tie differently) and clear the one-cue baselines by a margin, or the shipped model is not
-    the one its recipe trained.
-    """
-    monkeypatch.setenv("AFRL_HOME", str(tmp_path))
-    messages: list[str] = []
-    target = ensure_default_model(progress=messages.append)
-    assert any("loading the weights shipped" in m for m in messages)
-    assert not any("sft step" in m for m in messages)
-    assert read_recipe(target) == presets.recipe("default")
-    test = json.loads((tmp_path / "models" / "default_report.json").read_text())["test"]
-    offline = read_shipped("default").info["test"]
-    assert test["examples"] == offline["examples"] == 2000
-    for key in ("accuracy", "head_accuracy", "long_tail_accuracy"):
-        assert test[key] == pytest.approx(offline[key], abs=0.005), key
-    assert test["accuracy"] > test["category_heuristic_accuracy"] + MARGIN, test["accuracy"]
