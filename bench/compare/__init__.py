@@ -1,10 +1,11 @@
 """`afrl bench compare`: our engine against what users would otherwise run, same weights, same inputs.
 
     afrl bench compare [--model default|0.6b|DIR] [--documents 16] [--repeats 5] [--out runs/bench-compare]
+                       [--llama-cpp PATH/convert_hf_to_gguf.py]
 
 Modules, one job each: `models` (which checkpoint and artifacts, built and
 cached in OUT), `inputs` (the request and its prompts), `torch_paths`,
-`optimum_path` and `engine_path` (the compared paths), `timing`, `report`,
+`optimum_path`, `engine_path` and `llama_cpp_path` (the compared paths), `timing`, `report`,
 and `runner`, which runs them in order (its docstring lists the paths).
 The checkpoint builder (bench.qwen3_0p6b) and the FP32 export cache
 (bench.fp32_exports) are shared with the export benchmarks. This module is
@@ -36,6 +37,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=64,
         help="explanation tokens decoded before the grade on the reason-first path",
     )
+    p.add_argument(
+        "--llama-cpp",
+        default="",
+        metavar="CONVERTER",
+        help="add the llama.cpp row: the path of llama.cpp's convert_hf_to_gguf.py (needs llama-cpp-python "
+        "installed); the checkpoint is converted to a Q8_0 GGUF once and cached in OUT",
+    )
     p.add_argument("--out", default="runs/bench-compare", help="results, plot, and the cached exports")
 
 
@@ -52,6 +60,7 @@ def run(a: argparse.Namespace) -> int:
         warmup=a.warmup,
         threads=a.threads,
         reason_tokens=a.reason_tokens,
+        llama_cpp=a.llama_cpp,
     )
     report = run_compare(config, Path(a.out), progress=progress)
     request = report["request"]

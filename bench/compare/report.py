@@ -8,7 +8,7 @@ from pathlib import Path
 
 from bench.compare.timing import PathResult
 
-PACKAGES = ("torch", "transformers", "onnxruntime", "optimum-onnx", "optimum")
+PACKAGES = ("torch", "transformers", "onnxruntime", "optimum-onnx", "optimum", "llama_cpp_python")
 
 
 def versions() -> dict[str, str]:

@@ -12,6 +12,8 @@
        reason_first_fp32     explanation of `reason_tokens` tokens, then the grade
        engine_prefix_<dt>    ScoringEngine, shared prefix        dt = fp32, int8
        engine_plain_<dt>     ScoringEngine, no shared prefix
+       llama_cpp_q8_0        llama.cpp on a Q8_0 GGUF, pairs in order reusing the prefix (only with
+                             `llama_cpp`, the path of llama.cpp's converter: compare.llama_cpp_path)
 4. answers checked against the reference (grade agreement, largest probability difference);
    OUT/compare.json, OUT/compare.png; the CLI prints the table.
 
@@ -55,6 +57,7 @@ class CompareConfig:
     threads: int = 2  # torch intra-op threads and onnxruntime intra-op threads, every path
     reason_tokens: int = 64
     seed: int = 0
+    llama_cpp: str = ""  # llama.cpp's convert_hf_to_gguf.py: adds the llama.cpp row ("" = no row)
 
     def __post_init__(self) -> None:
         for name in ("documents", "guideline_tokens", "repeats", "threads", "reason_tokens"):
@@ -127,6 +130,15 @@ def run_compare(config: CompareConfig, out: Path, progress: Progress | None = No
 
     torch_model = None
 
+    def llama_cpp_factory(converter: str):
+        from bench.compare.llama_cpp_path import convert_gguf, llama_cpp_call
+
+        gguf, seconds = convert_gguf(
+            model.checkpoint, model.sha256, Path(converter).expanduser(), out / model.name / "gguf", progress
+        )
+        build_s["convert_gguf"] = seconds
+        return llama_cpp_call(gguf, inputs, threads)
+
     def torch_path(make: Callable) -> Factory:
         def factory():
             nonlocal torch_model
@@ -171,6 +183,16 @@ def run_compare(config: CompareConfig, out: Path, progress: Progress | None = No
             dtype,
             lambda a=artifact: engine_call(a, inputs, threads, shared_prefix=False),
             probabilities=True,
+        )
+    if config.llama_cpp:
+        runner.run(
+            "llama_cpp_q8_0",
+            "llama.cpp (llama-cpp-python), prefix reuse",
+            "q8_0",
+            lambda: llama_cpp_factory(config.llama_cpp),
+            note="llama-cpp-python on a Q8_0 GGUF of the same checkpoint (llama.cpp's converter), one context, "
+            "pairs in order, each reusing the longest token prefix the context holds; across requests only "
+            "the guideline",
         )
     runner.check(REFERENCE)
 

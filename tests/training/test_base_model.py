@@ -205,12 +205,12 @@ def test_smollm2_from_gguf_lora_trains_exports_and_serves(smollm2, tmp_path):
     pair = base.encoder.encode(query, [document])[0]
     assert pair.input_ids == base.tokenizer.encode(base.template.full_text(query, document), add_special_tokens=False)
 
-    examples = build_world(seed=3, n_queries=8, docs_per_query=4).train[:16]
+    examples = build_world(seed=3, n_queries=8, docs_per_query=4).train[:8]
     sequences = encode_examples(examples, base.encoder, base.labels)
     trainable = {n: p.detach().clone() for n, p in base.model.named_parameters() if p.requires_grad}
-    config = SFTConfig(steps=2, batch_size=8, warmup_steps=1, learning_rate=1e-3, log_every=1)
+    config = SFTConfig(steps=2, batch_size=4, warmup_steps=1, learning_rate=1e-3, log_every=1)  # 2: LoRA's A moves
     result = train_sft(base.model, sequences, base.labels, config, base.pad_id, progress=print)
-    print(f"{config.steps} LoRA steps of 8 in {result.seconds:.0f}s, losses {result.losses}")  # noqa: T201
+    print(f"{config.steps} LoRA steps of 4 in {result.seconds:.0f}s, losses {result.losses}")  # noqa: T201
     params = dict(base.model.named_parameters())
     assert all(not torch.equal(p, params[n]) for n, p in trainable.items())
 
