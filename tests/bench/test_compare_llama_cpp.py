@@ -143,3 +143,20 @@ def test_convert_gguf_reports_the_converters_error(tmp_path):
     converter.write_text("import sys\nsys.exit('no such model type: qwen9')\n")
     with pytest.raises(RuntimeError, match="no such model type: qwen9"):
         convert_gguf(tmp_path / "ckpt", "abc", converter, tmp_path / "gguf")
+
+
+def test_the_converter_runs_with_its_own_gguf_package_and_the_result_is_cached(tmp_path, monkeypatch):
+    """NO_LOCAL_GGUF, set at all, makes llama.cpp's converter import the installed gguf package instead of the
+    gguf-py beside it (an older one lacks the converter's newer architectures): it must not reach the converter."""
+    monkeypatch.setenv("NO_LOCAL_GGUF", "1")
+    converter = tmp_path / "convert_hf_to_gguf.py"
+    converter.write_text(
+        "import os, sys\n"
+        "if 'NO_LOCAL_GGUF' in os.environ: sys.exit('NO_LOCAL_GGUF reached the converter')\n"
+        "assert sys.argv[2:4] == ['--outtype', 'q8_0']\n"
+        "open(sys.argv[sys.argv.index('--outfile') + 1], 'wb').write(b'GGUF')\n"
+    )
+    gguf, seconds = convert_gguf(tmp_path / "ckpt", "abc", converter, tmp_path / "gguf")
+    assert gguf.read_bytes() == b"GGUF" and seconds >= 0
+    converter.unlink()  # a second call finds the GGUF of the same checkpoint and runs nothing
+    assert convert_gguf(tmp_path / "ckpt", "abc", converter, tmp_path / "gguf") == (gguf, 0.0)
