@@ -2,7 +2,7 @@
 # Serving images for afrl; no torch in any of them (only the builder stage has it).
 #
 #   target serve-baked (default)  the serving image plus the embedded default model, trained and
-#                                 exported by the builder stage (about 5 minutes on 2 cores)
+#                                 exported by the builder stage (4 to 9 minutes on 2 cores, by CPU)
 #   target serve                  the serving image alone: mount an artifact at /models/model
 #   --build-arg RUNTIME=cuda      onnxruntime-gpu (CUDA 13 + cuDNN 9 as pip packages) instead of
 #                                 onnxruntime; run with --gpus all (host driver for CUDA 13)

@@ -41,13 +41,9 @@ GGUF_NAME = f"model-{OUTTYPE}.gguf"
 
 
 def common_prefix_length(held: Sequence[int], wanted: Sequence[int]) -> int:
-    """How many leading tokens of `wanted` the context already holds (`held`)."""
-    n = 0
-    for a, b in zip(held, wanted, strict=False):
-        if a != b:
-            break
-        n += 1
-    return n
+    """How many leading tokens of `wanted` the context already holds (`held`); the idiom of
+    service.engine.guideline_ids."""
+    return len(os.path.commonprefix([list(held), list(wanted)]))
 
 
 def convert_gguf(
