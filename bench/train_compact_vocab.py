@@ -1,6 +1,6 @@
 """SFT with a compact vocabulary (training/compact_vocab.py) against the full 151,936-row table.
 
-    afrl bench train-compact-vocab speed  [--blocks 8 --block-steps 6] [--threads N] [--compare precision]
+    afrl bench train-compact-vocab speed  [--blocks 8 --block-steps 6] [--threads N] [--compare precision|attention]
     afrl bench train-compact-vocab recipe --table compact [--steps 800] [--threads N]
     afrl bench train-compact-vocab unseen CHECKPOINT [--policies init mean zero]
     afrl bench train-compact-vocab heuristic
@@ -32,7 +32,10 @@ softmax). The box is shared: compare the ratio, not the times.
 `speed --compare precision` runs the same pairing with both arms on the
 compact table, `SFTConfig.precision` "fp32" (before) against "bf16" (after:
 autocast, training/precision.py); the loss and parameter differences then
-measure what bfloat16 changes.
+measure what bfloat16 changes. `speed --compare attention` pairs the
+attention kernels the loop trains with (`SFTConfig.attention` "sdpa" before,
+"eager" after: training/attention.py), both on the compact table in the
+preset's precision.
 
 `recipe`: the default recipe's SFT (data, model, config; `--steps` overrides
 the step count) with `--table full` or `compact`, the checkpoint saved and
@@ -110,6 +113,7 @@ def load() -> list[float]:
 SPEED_ARMS: dict[str, dict[str, dict]] = {
     "table": {"full": {"compact_vocab": False}, "compact": {"compact_vocab": True}},
     "precision": {"fp32": {"precision": "fp32"}, "bf16": {"precision": "bf16"}},
+    "attention": {"sdpa": {"attention": "sdpa"}, "eager": {"attention": "eager"}},
 }
 
 
@@ -431,7 +435,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--compare",
         choices=sorted(SPEED_ARMS),
         default="table",
-        help="table: full vs compact vocabulary; precision: fp32 vs bf16 autocast (both compact)",
+        help="table: full vs compact vocabulary; precision: fp32 vs bf16 autocast (both compact); "
+        "attention: sdpa vs eager attention kernel (both compact, the preset's precision)",
     )
     r = sub.add_parser("recipe", help="the default recipe's SFT, test accuracy, unseen-token probe")
     r.add_argument("--table", choices=("full", "compact"), default="compact")

@@ -123,16 +123,26 @@ def fresh_rows(
     return rows, [s for s, e in zip(rows, examples, strict=True) if e.long_tail]
 
 
+def sft_only_rows(
+    config: PipelineConfig, setup: TrainingSetup, progress: Progress | None = None
+) -> tuple[list[SFTSequence], torch.Tensor, int]:
+    """An SFT-only preset's rows (the training rows, the long tail repeated, the fresh rows), their completion
+    vocabulary and how many fresh rows there are: what `afrl train pipeline` and `afrl train sft` train on
+    with such a preset."""
+    fresh, fresh_long_tail = fresh_rows(setup, config.fresh_examples, progress)
+    rows = sft_rows(setup, config.long_tail_repeats, fresh, fresh_long_tail)
+    vocab = torch.unique(torch.cat([setup.vocab, setup.ctx.vocab(fresh)])) if fresh else setup.vocab
+    return rows, vocab, len(fresh)
+
+
 def _train(
     config: PipelineConfig, setup: TrainingSetup, model: torch.nn.Module, progress: Progress | None
 ) -> SFTSummary:
     """Train the SFT-only model on the training rows, the long tail repeated, and the fresh rows."""
-    fresh, fresh_long_tail = fresh_rows(setup, config.fresh_examples, progress)
-    rows = sft_rows(setup, config.long_tail_repeats, fresh, fresh_long_tail)
-    vocab = torch.unique(torch.cat([setup.vocab, setup.ctx.vocab(fresh)])) if fresh else setup.vocab
+    rows, vocab, fresh = sft_only_rows(config, setup, progress)
     mean_len = sum(len(s) for s in rows) / len(rows)
     repeats = f" (long-tail rows x{config.long_tail_repeats})" if config.long_tail_repeats > 1 else ""
-    extra = f", {len(fresh)} of them fresh" if fresh else ""
+    extra = f", {fresh} of them fresh" if fresh else ""
     say(
         progress,
         log,

@@ -58,6 +58,7 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import torch
 
+from training.attention import ATTENTIONS, training_attention
 from training.compact_vocab import CompactVocab, FullTable, embedding_and_head
 from training.losses import completion_nll, explanation_plus_label_ce
 from training.precision import PRECISIONS, autocast, resolve_precision
@@ -115,6 +116,13 @@ class SFTConfig:
             "(bf16 where the device multiplies bfloat16 natively: see training.precision)"
         },
     )
+    attention: str = field(
+        default="auto",
+        metadata={
+            "help": "attention kernel while training: 'eager', 'sdpa' or 'auto' (eager on a CPU, where torch's "
+            "flash-attention backward is slow at these sizes: see training.attention)"
+        },
+    )
     grad_clip: float = field(default=1.0, metadata={"help": "max gradient norm"})
     seed: int = field(default=0, metadata={"help": "data order and init seed"})
     log_every: int = field(default=20, metadata={"help": "steps between progress lines"})
@@ -145,6 +153,8 @@ class SFTConfig:
             )
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        if self.attention not in ATTENTIONS:
+            raise ValueError(f"attention must be one of {ATTENTIONS}, got {self.attention!r}")
         if self.lora_rank < 0:
             raise ValueError(f"lora_rank must be >= 0 (0 = full fine-tuning), got {self.lora_rank}")
         if self.gradient_checkpointing and self.share_prefix:
@@ -347,13 +357,15 @@ class SFTTrainer:
             vocab = None
         elif vocab is None:
             vocab = completion_vocab(sequences, self.labels)
-        if self.compact_off is not None or vocab is None:
-            return self._steps(sequences, steps, rng, vocab, None, progress)
-        compact, table = self._shrink(sequences, vocab)
-        try:
-            return self._steps(sequences, steps, rng, vocab, compact, progress)
-        finally:
-            compact.expand(self.model, table)
+        device = next(self.model.parameters()).device
+        with training_attention(self.model, config.attention, device):
+            if self.compact_off is not None or vocab is None:
+                return self._steps(sequences, steps, rng, vocab, None, progress)
+            compact, table = self._shrink(sequences, vocab)
+            try:
+                return self._steps(sequences, steps, rng, vocab, compact, progress)
+            finally:
+                compact.expand(self.model, table)
 
     def _steps(
         self,

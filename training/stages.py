@@ -86,6 +86,11 @@ def sft_stage(
     if engine == "trl":
         from training.trl_sft import sft_args, trl_sft
 
+        if preset.method is None and (preset.long_tail_repeats > 1 or preset.fresh_examples):
+            log.warning(
+                "--engine trl trains on the data's rows once each: the preset's long_tail_repeats and "
+                "fresh_examples apply to the plain engine only"
+            )
         args = sft_args(curriculum.sft, starting_context(base, data), run.out, curriculum.total_steps)
         start = starting_model(base, preset.start_spec(), curriculum.sft.seed, data, lora_rank=curriculum.sft.lora_rank)
         setup = TrainingSetup.build(data, start.ctx, preset.eval_examples)
@@ -95,6 +100,10 @@ def sft_stage(
         )
     start = starting_model(base, preset.start_spec(), curriculum.sft.seed, data, lora_rank=curriculum.sft.lora_rank)
     setup = TrainingSetup.build(data, start.ctx, preset.eval_examples)
+    if preset.method is None:  # an SFT-only preset's one stage draws from its rows, as `afrl train pipeline` trains
+        from training.pipeline import sft_only_rows
+
+        setup.pools["all"], setup.vocab, _ = sft_only_rows(preset, setup, run.progress)
     trainer = curriculum_trainer(start.model, curriculum, setup.ctx.labels, setup.ctx.pad_id)  # one AdamW, one schedule
     losses: list[float] = []
     for i, stage in enumerate(curriculum.stages):

@@ -90,3 +90,39 @@ def test_bad_options_are_one_line_refusals(small_ci, tmp_path, capsys, args, mes
     assert main(["train", *args, "--preset", "ci", "--out", str(tmp_path / "o")]) == 1
     err = capsys.readouterr().err.strip()
     assert message in err and "Traceback" not in err and len(err.splitlines()) == 1
+
+
+def test_sft_with_an_sft_only_preset_trains_on_its_rows_as_the_pipeline_does(monkeypatch, small_spec, tmp_path, capsys):
+    """`afrl train sft --preset default` draws from the long tail repeated and the fresh rows, like the pipeline."""
+    from training import stages
+    from training.setup import TrainingSetup, load_training_data, starting_model
+
+    default = presets.PRESETS["default"]
+    small = replace(
+        default,
+        n_queries=16,
+        docs_per_query=3,
+        eval_examples=12,
+        model=small_spec,
+        long_tail_repeats=3,
+        fresh_examples=7,
+        sft=replace(default.sft, warmup_steps=2, precision="fp32"),
+    )
+    monkeypatch.setitem(presets.PRESETS, "default", small)
+    drawn = []
+    real_train_stage = stages.train_stage
+
+    def spy(trainer, stage, pools, vocab, progress=None, seed=0):
+        drawn.append((len(pools["all"]), set(vocab.tolist())))
+        return real_train_stage(trainer, stage, pools, vocab, progress, seed)
+
+    monkeypatch.setattr(stages, "train_stage", spy)
+    assert main(["train", "sft", "--preset", "default", "--out", str(tmp_path / "sft"), "--steps", "4"]) == 0
+    capsys.readouterr()
+
+    data = load_training_data(small)
+    setup = TrainingSetup.build(data, starting_model(None, small_spec, 0, data).ctx, small.eval_examples)
+    tail = len(setup.pools["long_tail"])
+    [(rows, vocab)] = drawn
+    assert rows >= len(setup.sequences) + 2 * tail + 7  # the long tail three times, and the fresh rows
+    assert set(setup.vocab.tolist()) <= vocab
