@@ -187,8 +187,9 @@ def check_figures(figures: dict[str, float], tolerance: Tolerance) -> None:
         value = figures[key]
         if (value > limit) if bad == ">" else (value < limit):
             graph = key.split(".")[0] if "." in key else graphs.SCORE
-            count = figures.get(f"{graph}.prompts", figures.get("prompts", 0))
-            raise ParityError(f"{what} {value:.4g} {bad} tolerance {limit:.4g} (over {count:.0f} prompts)")
+            unit = "steps" if graph == "decode" else "prompts"  # decode figures count teacher-forced steps
+            count = figures.get(f"{graph}.{unit}", figures.get(unit, 0))
+            raise ParityError(f"{what} {value:.4g} {bad} tolerance {limit:.4g} (over {count:.0f} {unit})")
 
 
 def grade_figures(logits: np.ndarray, reference: np.ndarray, values: Sequence[int]) -> tuple[float, float]:

@@ -88,6 +88,30 @@ def test_fp16_graphs_match_torch_and_keep_float32_logits(fp16_artifact, qwen3_mo
     assert run["decode"].get_outputs()[0].type == "tensor(float)"
 
 
+@pytest.mark.parametrize("graph", ["score", "score_prefix"])
+def test_fp16_computes_the_label_head_in_float32(fp16_artifact, graph):
+    """The final norm and the label rows run in float32: a float16 logit would sit on float16's grid
+    (1.6e-2 apart at |l| = 16), the parity a trained model's FP16 graph missed (export/float16.py)."""
+    model = onnx.load(fp16_artifact / f"{graph}.onnx", load_external_data=False)
+    producer = {out: node for node in model.graph.node for out in node.output}
+    initializers = {t.name: t.data_type for t in model.graph.initializer}
+
+    def dtype(name: str) -> int:
+        node = producer.get(name)
+        if node is None:
+            return initializers[name]
+        return next(a.i for a in node.attribute if a.name == "to") if node.op_type == "Cast" else -1
+
+    node, walked = producer["label_logits"], []
+    while node.op_type != "SkipSimplifiedLayerNormalization":
+        walked.append(node.op_type)
+        if node.op_type == "MatMul":
+            assert [dtype(i) for i in node.input] == [onnx.TensorProto.FLOAT] * 2, node.input
+        node = producer[next(i for i in node.input if i in producer)]
+    assert "MatMul" in walked
+    assert {dtype(i) for i in node.input} == {onnx.TensorProto.FLOAT}  # the residual sum, cast up, and the weight
+
+
 def test_fp16_keeps_norm_statistics_in_float32(fp32_plain_artifact, tmp_path):
     """Residual activations past 256 overflow float16 squares: mean(x^2) must be computed and kept in float32.
 
