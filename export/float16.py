@@ -50,7 +50,7 @@ logger = logging.getLogger(__name__)
 FLOAT32_OUTPUTS = (graphs.LABEL_LOGITS, graphs.LOGITS)
 NORM_CHAIN = ("Add", "Sqrt", "Reciprocal", "Div", "Rsqrt")  # what may follow ReduceMean inside an RMSNorm
 FUSED_NORMS = ("SimplifiedLayerNormalization", "SkipSimplifiedLayerNormalization")
-RESIDUAL = "Add"  # where the walk back from the label logits stops: the residual stream stays float16
+RESIDUAL = "Add"  # of two computed tensors: where the walk back from the label logits stops (stays float16)
 
 
 def convert_fp16(
@@ -116,8 +116,9 @@ def label_head_nodes(model: onnx.ModelProto) -> list[str]:
     """Names of the nodes from the last residual sum to `label_logits`: the final norm and the label rows.
 
     Walks back from the output through every node's computed inputs and stops at a fused norm
-    (included: it takes the residual sum itself) or at a residual Add (excluded), so in a plain graph
-    the walk covers the norm's multiplications, the last-position slice and the label MatMul.
+    (included: it takes the residual sum itself) or at a residual Add of two computed tensors
+    (excluded), so in a plain graph the walk covers the norm's multiplications, the last-position
+    slice and the label MatMul; an LM-head bias (an Add with a weight) is part of the head.
     """
     producer = {out: node for node in model.graph.node for out in node.output}
     pending = [o.name for o in model.graph.output if o.name == graphs.LABEL_LOGITS]
@@ -125,7 +126,9 @@ def label_head_nodes(model: onnx.ModelProto) -> list[str]:
     names: list[str] = []
     while pending:
         node = producer.get(pending.pop())
-        if node is None or node.name in seen or node.op_type == RESIDUAL:
+        if node is None or node.name in seen:
+            continue
+        if node.op_type == RESIDUAL and all(name in producer for name in node.input):
             continue
         seen.add(node.name)
         names.append(node.name)
